@@ -1,0 +1,72 @@
+/* eslint-disable @typescript-eslint/no-explicit-any, camelcase -- the FFI boundary: koffi signatures are untyped, and bindings keep their C names */
+import koffi from 'koffi'
+import { arch } from 'node:process'
+
+const libc = koffi.load('libc.so.6')
+
+// struct stat differs per ABI; only the fields we read are named, the rest is padding.
+const statLayouts: Record<string, Record<string, string>> = {
+  x64: {
+    st_dev: 'uint64',
+    st_ino: 'uint64',
+    st_nlink: 'uint64',
+    st_mode: 'uint32',
+    st_uid: 'uint32',
+    st_gid: 'uint32',
+    pad0: 'uint32',
+    st_rdev: 'uint64',
+    st_size: 'int64',
+    st_blksize: 'int64',
+    st_blocks: 'int64',
+    rest: 'uint8[72]'
+  },
+  arm64: {
+    st_dev: 'uint64',
+    st_ino: 'uint64',
+    st_mode: 'uint32',
+    st_nlink: 'uint32',
+    st_uid: 'uint32',
+    st_gid: 'uint32',
+    st_rdev: 'uint64',
+    pad1: 'uint64',
+    st_size: 'int64',
+    st_blksize: 'int32',
+    pad2: 'int32',
+    st_blocks: 'int64',
+    rest: 'uint8[56]'
+  }
+}
+const statLayout = statLayouts[arch]
+if (statLayout === undefined) throw new Error(`tensorshm's native layer has no struct stat layout for ${arch}`)
+koffi.struct('tshm_stat', statLayout)
+
+export interface RawStat {
+  st_dev: number | bigint
+  st_ino: number | bigint
+  st_nlink: number | bigint
+  st_mode: number
+  st_uid: number
+  st_gid: number
+  st_size: number | bigint
+  st_blocks: number | bigint
+}
+
+type Fn<A extends unknown[], R> = ((...args: A) => R) & { async: (...args: any[]) => void }
+
+export const shm_open = libc.func('int shm_open(const char *name, int oflag, uint32_t mode)') as Fn<[string, number, number], number>
+export const shm_unlink = libc.func('int shm_unlink(const char *name)') as Fn<[string], number>
+export const ftruncate = libc.func('int ftruncate(int fd, int64_t length)') as Fn<[number, number], number>
+export const fchmod = libc.func('int fchmod(int fd, uint32_t mode)') as Fn<[number, number], number>
+export const fchown = libc.func('int fchown(int fd, uint32_t owner, uint32_t group)') as Fn<[number, number, number], number>
+export const fstat = libc.func('int fstat(int fd, _Out_ tshm_stat *buf)') as Fn<[number, Partial<RawStat>], number>
+export const close = libc.func('int close(int fd)') as Fn<[number], number>
+export const rename = libc.func('int rename(const char *oldpath, const char *newpath)') as Fn<[string, string], number>
+// posix_fallocate returns the error number instead of setting errno.
+export const posix_fallocate = libc.func('int posix_fallocate(int fd, int64_t offset, int64_t len)') as Fn<[number, number, number], number>
+
+export const errno = (): number => koffi.errno()
+
+export const O_RDONLY = 0
+export const O_RDWR = 2
+export const O_CREAT = 0o100
+export const O_EXCL = 0o200

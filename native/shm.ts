@@ -1,0 +1,120 @@
+import { statfsSync } from 'node:fs'
+import * as libc from './libc.js'
+import { SysError } from './errors.js'
+
+/** Where glibc keeps POSIX shared-memory objects; names map to files here one to one. */
+export const SHM_DIR = '/dev/shm'
+/** NAME_MAX less the leading slash that shm_open wants. */
+export const MAX_NAME_LENGTH = 254
+
+export interface Stat {
+  size: number
+  ino: bigint
+  dev: bigint
+  nlink: number
+  mode: number
+  uid: number
+  gid: number
+  /** Bytes the file really holds in tmpfs pages: st_blocks x 512. */
+  allocated: number
+}
+
+export interface Identity { ino: bigint, dev: bigint }
+
+function check (syscall: string, rc: number): number {
+  if (rc === -1) throw new SysError(syscall, libc.errno())
+  return rc
+}
+
+/** Refuses anything shm_open would treat as a path: the name is the caller's responsibility, but never blindly. */
+function shmPath (name: string): string {
+  if (name.length === 0 || name.length > MAX_NAME_LENGTH || name.includes('/') || name.includes('\0') || name === '.' || name === '..') {
+    throw new SysError('shm_open', 22 /* EINVAL */)
+  }
+  return '/' + name
+}
+
+export function open (name: string, writable: boolean): number {
+  return check('shm_open', libc.shm_open(shmPath(name), writable ? libc.O_RDWR : libc.O_RDONLY, 0))
+}
+
+/** O_CREAT|O_EXCL: never adopts a file that someone else created under the same name. */
+export function createExclusive (name: string, mode: number): number {
+  return check('shm_open', libc.shm_open(shmPath(name), libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode & 0o777))
+}
+
+export function unlink (name: string): void {
+  check('shm_unlink', libc.shm_unlink(shmPath(name)))
+}
+
+export function close (fd: number): void {
+  check('close', libc.close(fd))
+}
+
+export function truncate (fd: number, size: number): void {
+  check('ftruncate', libc.ftruncate(fd, size))
+}
+
+export function chmod (fd: number, mode: number): void {
+  check('fchmod', libc.fchmod(fd, mode & 0o7777))
+}
+
+export function chown (fd: number, uid: number, gid: number): void {
+  check('fchown', libc.fchown(fd, uid, gid))
+}
+
+export function stat (fd: number): Stat {
+  const raw: Partial<libc.RawStat> = {}
+  check('fstat', libc.fstat(fd, raw))
+  return {
+    size: Number(raw.st_size),
+    ino: BigInt(raw.st_ino ?? 0),
+    dev: BigInt(raw.st_dev ?? 0),
+    nlink: Number(raw.st_nlink),
+    mode: Number(raw.st_mode),
+    uid: Number(raw.st_uid),
+    gid: Number(raw.st_gid),
+    allocated: Number(raw.st_blocks) * 512
+  }
+}
+
+/** Moves a segment to a new name; both live in SHM_DIR. Fails with ENOENT if the old name is gone. */
+export function rename (from: string, to: string): void {
+  shmPath(from)
+  shmPath(to)
+  check('rename', libc.rename(`${SHM_DIR}/${from}`, `${SHM_DIR}/${to}`))
+}
+
+/**
+ * Reserves tmpfs pages for [0, size) so that a later page fault cannot SIGBUS the writer on a full /dev/shm.
+ * Runs on a worker thread: for gigabytes it takes most of a second.
+ */
+export async function reserve (fd: number, size: number): Promise<void> {
+  if (size === 0) return
+  const rc = await new Promise<number>((resolve, reject) => {
+    libc.posix_fallocate.async(fd, 0, size, (err: unknown, result: number) => {
+      if (err != null) reject(err instanceof Error ? err : new Error(String(err)))
+      else resolve(result)
+    })
+  })
+  if (rc !== 0) throw new SysError('posix_fallocate', rc)
+}
+
+/** Opens `name` and checks it is still the file we created, not a look-alike put there since. */
+export function openVerified (name: string, identity: Identity, writable: boolean): { fd: number, stat: Stat } {
+  const fd = open(name, writable)
+  try {
+    const st = stat(fd)
+    if (st.ino !== identity.ino || st.dev !== identity.dev) throw new SysError('shm_open', 2 /* ENOENT */)
+    return { fd, stat: st }
+  } catch (err) {
+    libc.close(fd)
+    throw err
+  }
+}
+
+/** Size and free bytes of the file system behind SHM_DIR (tmpfs: its memory limit). */
+export function capacity (): { total: number, free: number } {
+  const st = statfsSync(SHM_DIR)
+  return { total: st.blocks * st.bsize, free: st.bavail * st.bsize }
+}

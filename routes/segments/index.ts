@@ -1,0 +1,76 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { checkSegmentName } from '../../src/lib/names.js'
+import { errorResponses } from '../errors.js'
+import {
+  CreateSegmentsBodySchema, CreateSegmentsReplySchema, ListReplySchema, NameParamsSchema, NamespaceQuerySchema,
+  OptionalNamespaceQuerySchema, ReleasedReplySchema, SegmentStatusSchema
+} from './schema.js'
+import { toCreateReply, toInfo } from './view.js'
+
+const tags = ['segments']
+
+const segments: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { segments: service, config } = fastify
+  const lookup = (name: string) => service.get(checkSegmentName(name, config.segmentPrefix))
+
+  fastify.post('/segments', {
+    schema: {
+      tags,
+      summary: 'Create segments for tensor specs',
+      description: 'Creates one POSIX shared-memory segment per TensorSpec, all or nothing: when any fails, none remain.',
+      body: CreateSegmentsBodySchema,
+      response: { 201: CreateSegmentsReplySchema, ...errorResponses('InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'InsufficientStorage', 'ShuttingDown') }
+    }
+  }, async (request, reply) => {
+    const result = await service.create(request.body)
+    return reply.code(201).send(toCreateReply(result))
+  })
+
+  fastify.get('/segments', {
+    schema: {
+      tags,
+      summary: 'List segments',
+      description: 'Lists the segments of a namespace and of its sub-namespaces (`a` covers `a/x`, never `ab`), or all of them.',
+      querystring: OptionalNamespaceQuerySchema,
+      response: { 200: ListReplySchema, ...errorResponses() }
+    }
+  }, async (request) => ({ segments: service.list(request.query.namespace).map(toInfo) }))
+
+  fastify.get('/segments/:name', {
+    schema: {
+      tags,
+      summary: 'Describe one segment',
+      description: 'The descriptor, its namespace and key, when it was created, and whether its file is still on /dev/shm.',
+      params: NameParamsSchema,
+      response: { 200: SegmentStatusSchema, ...errorResponses('InvalidName', 'SegmentNotFound') }
+    }
+  }, async (request) => {
+    const record = lookup(request.params.name)
+    return { ...toInfo(record), present: service.presence(record) === 'present' }
+  })
+
+  fastify.delete('/segments/:name', {
+    schema: {
+      tags,
+      summary: 'Release one segment',
+      params: NameParamsSchema,
+      response: { 204: Type.Null({ description: 'Released: the file is unlinked.' }), ...errorResponses('InvalidName', 'SegmentNotFound') }
+    }
+  }, async (request, reply) => {
+    service.release(lookup(request.params.name).name)
+    return reply.code(204).send(null)
+  })
+
+  fastify.delete('/segments', {
+    schema: {
+      tags,
+      summary: 'Release a namespace',
+      description: 'Releases every segment of the namespace and of its sub-namespaces, on `/` boundaries.',
+      querystring: NamespaceQuerySchema,
+      response: { 200: ReleasedReplySchema, ...errorResponses() }
+    }
+  }, async (request) => ({ released: service.releaseNamespace(request.query.namespace) }))
+}
+
+export default segments

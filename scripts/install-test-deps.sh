@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs what the end-to-end tests need beyond npm: Debian's chromium and prometheus (promtool comes with it),
+# and the Python client from this tree. Idempotent: a second run installs nothing.
+set -eu
+cd "$(dirname "$0")/.."
+
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=""; fi
+  echo "install-test-deps: apt-get install$missing"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+python3 -c 'import numpy, pytest' 2>/dev/null || { echo "install-test-deps: python3 needs numpy and pytest" >&2; exit 1; }
+if [ -d clients/python ]; then
+  python3 -m pip install --quiet --disable-pip-version-check ./clients/python
+fi

@@ -1,0 +1,42 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { Config } from './lib/config.js'
+import { formatSchemaErrors } from './lib/validation.js'
+import config from './plugins/app/config.js'
+import errors from './plugins/app/errors.js'
+import segments from './plugins/app/segments.js'
+import swagger from './plugins/external/swagger.js'
+import health from '../routes/health.js'
+import segmentRoutes from '../routes/segments/index.js'
+
+export interface AppOptions { config: Config }
+
+/** Server options that belong with the app: the tests build the same instance that production runs. */
+export function serverOptions (config: Config): FastifyServerOptions {
+  return {
+    logger: { level: config.logLevel },
+    bodyLimit: config.bodyLimit,
+    return503OnClosing: true,
+    // Over-long segment names reach the handler, which answers 400 naming the field, not a bare 414.
+    routerOptions: { maxParamLength: 4096 },
+    schemaErrorFormatter: formatSchemaErrors,
+    ajv: {
+      // A dim of "3" or true is a client bug to report, not a value to coerce; unknown fields are refused, not dropped.
+      customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false }
+    }
+  }
+}
+
+/** The whole service as a plugin. It never listens: server.ts does, and the tests inject. */
+async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
+  // JSON and the types each route declares; text/plain is not an encoding of anything this API reads.
+  fastify.removeContentTypeParser('text/plain')
+  await fastify.register(config, { config: opts.config })
+  await fastify.register(errors)
+  await fastify.register(swagger)
+  await fastify.register(segments)
+  await fastify.register(health)
+  await fastify.register(segmentRoutes, { prefix: '/v1' })
+}
+
+export default fp(app, { name: 'tensorshm' })

@@ -1,0 +1,29 @@
+import Fastify from 'fastify'
+import closeWithGrace from 'close-with-grace'
+import app, { serverOptions } from './app.js'
+import { ConfigError, loadConfig } from './lib/config.js'
+
+let config
+try {
+  config = loadConfig()
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err
+  process.stderr.write(`tensorshm: invalid configuration: ${err.message}\n`)
+  process.exit(2)
+}
+
+const server = Fastify(serverOptions(config))
+await server.register(app, { config })
+
+closeWithGrace({ delay: 30_000 }, async ({ signal, err }) => {
+  if (err !== undefined) server.log.error({ err }, 'closing after an uncaught error')
+  else server.log.info({ signal }, 'closing')
+  await server.close()
+})
+
+try {
+  await server.listen({ host: config.host, port: config.port })
+} catch (err) {
+  server.log.fatal({ err }, 'could not start')
+  process.exit(1)
+}

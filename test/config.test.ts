@@ -1,0 +1,61 @@
+import t from 'tap'
+import { ConfigError, loadConfig } from '../src/lib/config.js'
+
+t.test('defaults', async (t) => {
+  t.same(loadConfig({}), {
+    host: '127.0.0.1',
+    port: 8000,
+    logLevel: 'info',
+    segmentPrefix: 'nos_psm_',
+    segmentMode: 0o600,
+    segmentOwner: undefined,
+    maxSegmentBytes: 4 * 2 ** 30,
+    keepOnShutdown: false,
+    bodyLimit: 2 ** 20
+  })
+})
+
+t.test('values are parsed strictly', async (t) => {
+  const c = loadConfig({
+    TENSORSHM_PORT: '0',
+    TENSORSHM_SEGMENT_MODE: '0660',
+    TENSORSHM_SEGMENT_OWNER: '1000:1000',
+    TENSORSHM_MAX_SEGMENT_BYTES: '512MiB',
+    TENSORSHM_KEEP_ON_SHUTDOWN: 'true',
+    TENSORSHM_SEGMENT_PREFIX: 'my.prefix-',
+    TENSORSHM_BODY_LIMIT: '4096'
+  })
+  t.match(c, { port: 0, segmentMode: 0o660, segmentOwner: { uid: 1000, gid: 1000 }, maxSegmentBytes: 512 * 2 ** 20, keepOnShutdown: true, segmentPrefix: 'my.prefix-', bodyLimit: 4096 })
+  t.equal(loadConfig({ TENSORSHM_MAX_SEGMENT_BYTES: '2G' }).maxSegmentBytes, 2 * 2 ** 30)
+  t.equal(loadConfig({ TENSORSHM_SEGMENT_MODE: '644' }).segmentMode, 0o644)
+  t.equal(loadConfig({ TENSORSHM_PORT: '' }).port, 8000, 'an empty variable means the default')
+})
+
+t.test('a bad value stops the start with a message that names the variable', async (t) => {
+  const bad: Array<[string, string]> = [
+    ['TENSORSHM_PORT', 'http'],
+    ['TENSORSHM_PORT', '70000'],
+    ['TENSORSHM_PORT', '80.5'],
+    ['TENSORSHM_SEGMENT_MODE', '0999'],
+    ['TENSORSHM_SEGMENT_MODE', 'rw-------'],
+    ['TENSORSHM_SEGMENT_MODE', '0400'],
+    ['TENSORSHM_SEGMENT_MODE', '04755'],
+    ['TENSORSHM_SEGMENT_OWNER', 'root'],
+    ['TENSORSHM_SEGMENT_OWNER', '1000:'],
+    ['TENSORSHM_SEGMENT_OWNER', '4294967295:0'],
+    ['TENSORSHM_SEGMENT_PREFIX', 'a/b'],
+    ['TENSORSHM_SEGMENT_PREFIX', '.hidden'],
+    ['TENSORSHM_SEGMENT_PREFIX', 'x'.repeat(65)],
+    ['TENSORSHM_MAX_SEGMENT_BYTES', '-1'],
+    ['TENSORSHM_MAX_SEGMENT_BYTES', '0'],
+    ['TENSORSHM_MAX_SEGMENT_BYTES', '1.5GiB'],
+    ['TENSORSHM_MAX_SEGMENT_BYTES', '99999999999T'],
+    ['TENSORSHM_KEEP_ON_SHUTDOWN', 'yes'],
+    ['TENSORSHM_LOG_LEVEL', 'loud'],
+    ['TENSORSHM_BODY_LIMIT', 'lots']
+  ]
+  for (const [variable, value] of bad) {
+    t.throws(() => loadConfig({ [variable]: value }), { name: 'ConfigError', variable, message: new RegExp(`^${variable}: `) }, `${variable}=${value}`)
+  }
+  t.type(new ConfigError('X', 'y'), Error)
+})

@@ -1,0 +1,36 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import { randomBytes } from 'node:crypto'
+import { readdirSync, unlinkSync } from 'node:fs'
+import app, { serverOptions } from '../../src/app.js'
+import { loadConfig } from '../../src/lib/config.js'
+
+type Test = import('tap').Test
+
+/** A segment prefix of the suite's own, so that its leftovers (if any) are told apart from everyone else's. */
+export function suitePrefix (tag: string): string {
+  const prefix = `tshm_${tag}_${randomBytes(3).toString('hex')}_`
+  // A failed run must not leave files for the next one; the final subtest still reports them.
+  process.once('exit', () => { for (const f of shmFiles(prefix)) unlinkSync(`/dev/shm/${f}`) })
+  return prefix
+}
+
+export function shmFiles (prefix: string): string[] {
+  return readdirSync('/dev/shm').filter((f) => f.startsWith(prefix)).sort()
+}
+
+/** Registers the app the way server.ts does, ready, closed on teardown. */
+export async function build (t: Test, env: Record<string, string> = {}): Promise<FastifyInstance> {
+  const config = loadConfig({ TENSORSHM_LOG_LEVEL: 'silent', ...env })
+  const fastify = Fastify(serverOptions(config))
+  await fastify.register(app, { config })
+  await fastify.ready()
+  t.teardown(() => fastify.close())
+  return fastify
+}
+
+/** The last subtest of every suite: nothing with its prefix may remain on /dev/shm. */
+export function checkNoLeftovers (t: Test, prefix: string): void {
+  t.test(`leaves no ${prefix}* file in /dev/shm`, async (t) => {
+    t.same(shmFiles(prefix), [])
+  })
+}

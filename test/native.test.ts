@@ -1,0 +1,108 @@
+import t from 'tap'
+import { closeSync, fstatSync, readSync, writeSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import * as shm from '../native/shm.js'
+import { createSegment, presence, unlinkQuietly } from '../native/segment.js'
+import { SysError, errnoName } from '../native/errors.js'
+import { checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+
+const prefix = suitePrefix('native')
+const fresh = () => prefix + randomBytes(8).toString('hex')
+
+t.test('errno names', async (t) => {
+  t.equal(errnoName(17), 'EEXIST')
+  t.equal(errnoName(2), 'ENOENT')
+  t.equal(errnoName(28), 'ENOSPC')
+  t.equal(errnoName(11), 'EAGAIN')
+  t.equal(errnoName(99999), 'E99999')
+})
+
+t.test('shm_open with O_CREAT|O_EXCL refuses an existing name with EEXIST; unlink of a missing one is ENOENT', async (t) => {
+  const name = fresh()
+  const fd = shm.createExclusive(name, 0o600)
+  t.throws(() => shm.createExclusive(name, 0o600), { name: 'SysError', code: 'EEXIST', syscall: 'shm_open', errno: 17 })
+  shm.close(fd)
+  shm.unlink(name)
+  t.throws(() => shm.unlink(name), { code: 'ENOENT', syscall: 'shm_unlink' })
+  t.throws(() => shm.open(name, false), { code: 'ENOENT', syscall: 'shm_open' })
+  t.throws(() => shm.close(fd), { code: 'EBADF', syscall: 'close' })
+  t.throws(() => shm.stat(fd), { code: 'EBADF', syscall: 'fstat' })
+  t.throws(() => shm.truncate(-1, 10), { code: 'EBADF' })
+  t.notOk(unlinkQuietly(name))
+})
+
+t.test('names that are paths never reach shm_open', async (t) => {
+  for (const bad of ['', 'a/b', '../etc/passwd', 'a\0b', '.', '..', 'x'.repeat(255)]) {
+    t.throws(() => shm.open(bad, false), { code: 'EINVAL' }, JSON.stringify(bad))
+  }
+})
+
+t.test('fstat through koffi agrees with the kernel (struct stat layout)', async (t) => {
+  const name = fresh()
+  const created = await createSegment(name, { size: 12345, mode: 0o640, reserve: true })
+  const fd = shm.open(name, true)
+  const ours = shm.stat(fd)
+  const node = fstatSync(fd, { bigint: true })
+  t.equal(ours.size, 12345)
+  t.equal(ours.ino, node.ino)
+  t.equal(ours.dev, node.dev)
+  t.equal(ours.nlink, 1)
+  t.equal(ours.mode, Number(node.mode))
+  t.equal(ours.uid, Number(node.uid))
+  t.equal(ours.gid, Number(node.gid))
+  t.equal(ours.allocated, Number(node.blocks) * 512)
+  t.ok(ours.allocated >= 12345, 'posix_fallocate backed the pages')
+  t.equal(ours.mode & 0o777, 0o640, 'fchmod applied the mode whatever the umask')
+  t.same({ ino: created.ino, dev: created.dev }, { ino: ours.ino, dev: ours.dev })
+  // Node's fs works on the raw fd: the I/O path the data plane uses.
+  writeSync(fd, Buffer.from('hello'), 0, 5, 100)
+  const back = Buffer.alloc(5)
+  readSync(fd, back, 0, 5, 100)
+  t.equal(back.toString(), 'hello')
+  closeSync(fd)
+  t.equal(presence(name, created), 'present')
+  shm.unlink(name)
+  t.equal(presence(name, created), 'missing')
+  const again = await createSegment(name, { size: 1, mode: 0o600, reserve: false })
+  t.equal(presence(name, created), 'replaced', 'a new file under the old name is not ours')
+  shm.unlink(again.name)
+})
+
+t.test('ftruncate without reserve leaves the file sparse; reserve backs it', async (t) => {
+  const a = await createSegment(fresh(), { size: 4 << 20, mode: 0o600, reserve: false })
+  const b = await createSegment(fresh(), { size: 4 << 20, mode: 0o600, reserve: true })
+  const statOf = (name: string) => { const fd = shm.open(name, false); try { return shm.stat(fd) } finally { shm.close(fd) } }
+  const sa = statOf(a.name)
+  const sb = statOf(b.name)
+  t.equal(sa.size, 4 << 20)
+  t.equal(sa.allocated, 0)
+  t.equal(sb.allocated, 4 << 20)
+  shm.unlink(a.name)
+  shm.unlink(b.name)
+})
+
+t.test('a reservation larger than /dev/shm fails with ENOSPC and leaves nothing', async (t) => {
+  const name = fresh()
+  // Not allocated: posix_fallocate checks the length against the file system's limit before touching a page.
+  await t.rejects(createSegment(name, { size: Number.MAX_SAFE_INTEGER, mode: 0o600, reserve: true }), { name: 'SysError', code: 'ENOSPC', syscall: 'posix_fallocate' })
+  t.type(new SysError('x', 1), Error)
+  t.same(shmFiles(prefix), [])
+})
+
+t.test('rename moves a segment to a new name and keeps the inode', async (t) => {
+  const from = await createSegment(fresh(), { size: 16, mode: 0o600, reserve: false })
+  const to = fresh()
+  shm.rename(from.name, to)
+  t.equal(presence(to, from), 'present')
+  t.equal(presence(from.name, from), 'missing')
+  t.throws(() => shm.rename(from.name, fresh()), { code: 'ENOENT' })
+  t.throws(() => shm.rename(to, '../x'), { code: 'EINVAL' })
+  shm.unlink(to)
+})
+
+t.test('capacity reads the tmpfs limits', async (t) => {
+  const c = shm.capacity()
+  t.ok(c.total > 0 && c.free > 0 && c.free <= c.total)
+})
+
+checkNoLeftovers(t, prefix)

@@ -1,0 +1,33 @@
+import t from 'tap'
+import { checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { runServer, startServer } from './helpers/server.js'
+
+const prefix = suitePrefix('server')
+
+const post = async (url: string, body: unknown) => await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  t.test(`${signal} finishes, releases every segment and exits 0`, async (t) => {
+    const server = await startServer({ TENSORSHM_SEGMENT_PREFIX: prefix })
+    t.teardown(() => { server.child.kill('SIGKILL') })
+    const res = await post(`${server.url}/v1/segments`, { namespace: 'srv', tensors: { a: { shape: [1024], dtype: 'uint8' }, b: [{ shape: [3], dtype: 'f4' }] } })
+    t.equal(res.status, 201)
+    t.equal(shmFiles(prefix).length, 2)
+    t.equal((await fetch(`${server.url}/readyz`)).status, 200)
+    server.child.kill(signal)
+    t.equal(await server.exited, 0)
+    t.same(shmFiles(prefix), [])
+    t.match(server.log(), /segments released at shutdown/)
+  })
+}
+
+t.test('a bad configuration value stops the start, naming the variable', async (t) => {
+  const { code, output } = await runServer({ TENSORSHM_PORT: 'eighty', TENSORSHM_SEGMENT_PREFIX: prefix })
+  t.equal(code, 2)
+  t.match(output, /invalid configuration: TENSORSHM_PORT: "eighty" is not an integer/)
+  const mode = await runServer({ TENSORSHM_SEGMENT_MODE: '0400', TENSORSHM_SEGMENT_PREFIX: prefix })
+  t.equal(mode.code, 2)
+  t.match(mode.output, /TENSORSHM_SEGMENT_MODE/)
+})
+
+checkNoLeftovers(t, prefix)
