@@ -64,9 +64,13 @@ export const rename = libc.func('int rename(const char *oldpath, const char *new
 // posix_fallocate returns the error number instead of setting errno.
 export const posix_fallocate = libc.func('int posix_fallocate(int fd, int64_t offset, int64_t len)') as Fn<[number, number, number], number>
 
+export const flock = libc.func('int flock(int fd, int operation)') as Fn<[number, number], number>
+
 export const errno = (): number => koffi.errno()
 
 export const O_RDONLY = 0
 export const O_RDWR = 2
 export const O_CREAT = 0o100
 export const O_EXCL = 0o200
+export const LOCK_EX = 2
+export const LOCK_NB = 4

@@ -1,4 +1,4 @@
-import { statfsSync } from 'node:fs'
+import { readdirSync, statSync, statfsSync } from 'node:fs'
 import * as libc from './libc.js'
 import { SysError } from './errors.js'
 
@@ -117,4 +117,23 @@ export function openVerified (name: string, identity: Identity, writable: boolea
 export function capacity (): { total: number, free: number } {
   const st = statfsSync(SHM_DIR)
   return { total: st.blocks * st.bsize, free: st.bavail * st.bsize }
+}
+
+/** Names under SHM_DIR that start with `prefix`, with their sizes; one readdir, then a stat per match. */
+export function list (prefix: string): Array<{ name: string, size: number, ino: bigint, dev: bigint }> {
+  const out = []
+  for (const name of readdirSync(SHM_DIR)) {
+    if (!name.startsWith(prefix)) continue
+    const st = statSync(`${SHM_DIR}/${name}`, { bigint: true, throwIfNoEntry: false })
+    if (st?.isFile() === true) out.push({ name, size: Number(st.size), ino: st.ino, dev: st.dev })
+  }
+  return out
+}
+
+/**
+ * Takes an exclusive flock on an open fd, or throws EWOULDBLOCK if another process holds it. The kernel drops
+ * the lock when the holder dies, however it dies: no stale lock files, and it works across PID namespaces.
+ */
+export function lockExclusive (fd: number): void {
+  check('flock', libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB))
 }

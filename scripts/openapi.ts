@@ -1,14 +1,18 @@
 /** Regenerates openapi/openapi.json from the route schemas: `npm run openapi`. A test fails when the two differ. */
 import Fastify from 'fastify'
-import { writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import app, { serverOptions } from '../src/app.js'
 import { loadConfig } from '../src/lib/config.js'
 
-const config = loadConfig({ TENSORSHM_LOG_LEVEL: 'silent', TENSORSHM_KEEP_ON_SHUTDOWN: 'true' })
+const stateDir = mkdtempSync(join(tmpdir(), 'tshm-openapi-'))
+const config = loadConfig({ TENSORSHM_LOG_LEVEL: 'silent', TENSORSHM_STATE_DIR: stateDir })
 const fastify = Fastify(serverOptions(config))
 await fastify.register(app, { config })
 await fastify.ready()
 const file = new URL('../../openapi/openapi.json', import.meta.url)
 writeFileSync(file, JSON.stringify(fastify.swagger(), null, 2) + '\n')
 await fastify.close()
+rmSync(stateDir, { recursive: true, force: true })
 process.stdout.write(`wrote ${file.pathname}\n`)

@@ -7,7 +7,11 @@ import errors from './plugins/app/errors.js'
 import segments from './plugins/app/segments.js'
 import swagger from './plugins/external/swagger.js'
 import health from '../routes/health.js'
-import segmentRoutes from '../routes/segments/index.js'
+import metricsRoutes from '../routes/metrics.js'
+import v1 from '../routes/v1.js'
+import auth from './plugins/app/auth.js'
+import metrics from './plugins/app/metrics.js'
+import underPressure from './plugins/external/under-pressure.js'
 
 export interface AppOptions { config: Config }
 
@@ -33,10 +37,14 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   fastify.removeContentTypeParser('text/plain')
   await fastify.register(config, { config: opts.config })
   await fastify.register(errors)
+  await fastify.register(underPressure)
+  await fastify.register(auth)
   await fastify.register(swagger)
   await fastify.register(segments)
+  await fastify.register(metrics)
   await fastify.register(health)
-  await fastify.register(segmentRoutes, { prefix: '/v1' })
+  await fastify.register(metricsRoutes)
+  await fastify.register(v1, { prefix: '/v1' })
 }
 
 export default fp(app, { name: 'tensorshm' })

@@ -13,7 +13,12 @@ try {
 }
 
 const server = Fastify(serverOptions(config))
-await server.register(app, { config })
+try {
+  await server.register(app, { config })
+} catch (err) {
+  server.log.fatal({ err }, 'could not start')
+  process.exit(1)
+}
 
 closeWithGrace({ delay: 30_000 }, async ({ signal, err }) => {
   if (err !== undefined) server.log.error({ err }, 'closing after an uncaught error')

@@ -11,7 +11,24 @@ t.test('defaults', async (t) => {
     segmentOwner: undefined,
     maxSegmentBytes: 4 * 2 ** 30,
     keepOnShutdown: false,
-    bodyLimit: 2 ** 20
+    bodyLimit: 2 ** 20,
+    maxDictKeys: 1024,
+    maxListLength: 4096,
+    maxDepth: 32,
+    defaultTtl: 600,
+    sweepIntervalMs: 5000,
+    maxAllocationRate: 10,
+    allocationRateWindowMs: 10000,
+    maxTotalBytes: 0,
+    maxSegmentsPerNamespace: 1024,
+    reserve: true,
+    stateDir: '/dev/shm/.tensorshm/nos_psm_',
+    apiKeys: [],
+    allowInsecureBind: false,
+    authMetrics: false,
+    authDocs: false,
+    rateLimit: 0,
+    maxEventLoopDelay: 1000
   })
 })
 
@@ -52,7 +69,22 @@ t.test('a bad value stops the start with a message that names the variable', asy
     ['TENSORSHM_MAX_SEGMENT_BYTES', '99999999999T'],
     ['TENSORSHM_KEEP_ON_SHUTDOWN', 'yes'],
     ['TENSORSHM_LOG_LEVEL', 'loud'],
-    ['TENSORSHM_BODY_LIMIT', 'lots']
+    ['TENSORSHM_BODY_LIMIT', 'lots'],
+    ['TENSORSHM_DEFAULT_TTL', '-5'],
+    ['TENSORSHM_DEFAULT_TTL', '31536001'],
+    ['TENSORSHM_SWEEP_INTERVAL', '0'],
+    ['TENSORSHM_MAX_ALLOCATION_RATE', '0'],
+    ['TENSORSHM_MAX_TOTAL_BYTES', 'unlimited'],
+    ['TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE', '0'],
+    ['TENSORSHM_RESERVE', 'maybe'],
+    ['TENSORSHM_MAX_DEPTH', '1000'],
+    ['TENSORSHM_API_KEYS', 'short'],
+    ['TENSORSHM_API_KEYS', 'a key with spaces in it, long enough'],
+    ['TENSORSHM_API_KEYS_FILE', '/nonexistent/keys'],
+    ['TENSORSHM_RATE_LIMIT', '-1'],
+    ['TENSORSHM_HOST', '0.0.0.0'],
+    ['TENSORSHM_HOST', '10.1.2.3'],
+    ['TENSORSHM_HOST', 'example.internal']
   ]
   for (const [variable, value] of bad) {
     t.throws(() => loadConfig({ [variable]: value }), { name: 'ConfigError', variable, message: new RegExp(`^${variable}: `) }, `${variable}=${value}`)

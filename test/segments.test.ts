@@ -1,6 +1,8 @@
 import t from 'tap'
 import { closeSync, readSync } from 'node:fs'
 import * as shm from '../native/shm.js'
+import { newSegmentName } from '../src/lib/names.js'
+import { SegmentService } from '../src/lib/segments.js'
 import { build, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
 import { python } from './helpers/python.js'
 
@@ -47,9 +49,35 @@ print(json.dumps(out))
     t.equal(readSegment(d.name, d.nbytes).toString('hex'), written[key]?.hex, `${key} (${d.dtype}) bytes`)
   }
   t.same(Object.fromEntries(Object.entries(segments).map(([k, d]) => [k, d.dtype])), {
-    t0: 'bool', t1: 'bool', t2: 'int8', t3: 'int8', t4: 'int16', t5: 'int16', t6: '>i2', t7: 'int32', t8: 'int32', t9: 'int64', t10: '>i8',
-    t11: 'uint8', t12: 'uint8', t13: 'uint16', t14: '>u2', t15: 'uint32', t16: 'uint32', t17: 'uint64', t18: 'float16', t19: 'float16',
-    t20: 'float32', t21: 'float32', t22: '>f4', t23: 'float64', t24: 'float64', t25: 'complex64', t26: '>c8', t27: 'complex128', t28: 'complex128'
+    t0: 'bool',
+    t1: 'bool',
+    t2: 'int8',
+    t3: 'int8',
+    t4: 'int16',
+    t5: 'int16',
+    t6: '>i2',
+    t7: 'int32',
+    t8: 'int32',
+    t9: 'int64',
+    t10: '>i8',
+    t11: 'uint8',
+    t12: 'uint8',
+    t13: 'uint16',
+    t14: '>u2',
+    t15: 'uint32',
+    t16: 'uint32',
+    t17: 'uint64',
+    t18: 'float16',
+    t19: 'float16',
+    t20: 'float32',
+    t21: 'float32',
+    t22: '>f4',
+    t23: 'float64',
+    t24: 'float64',
+    t25: 'complex64',
+    t26: '>c8',
+    t27: 'complex128',
+    t28: 'complex128'
   })
 })
 
@@ -115,7 +143,7 @@ t.test('duplicates, unknown and malformed names', async (t) => {
   const unknown = `${prefix}0123456789abcdef`
   for (const method of ['GET', 'DELETE'] as const) {
     const r = await app.inject({ method, url: `/v1/segments/${unknown}` })
-    t.same(r.json(), { statusCode: 404, code: 'TSHM_SEGMENT_NOT_FOUND', error: 'Not Found', message: `name: no segment "${unknown}" is registered` })
+    t.same(r.json(), { statusCode: 404, code: 'TSHM_SEGMENT_NOT_FOUND', error: 'Not Found', message: 'name: no segment of this service has that name' })
   }
   for (const bad of ['other_0123456789abcdef', `${prefix}0123456789ABCDEF`, `${prefix}0123`, `${prefix}0123456789abcdef0`, `${prefix}%00abc`, `${'a'.repeat(300)}`, '..%2Fetc']) {
     const r = await app.inject({ url: `/v1/segments/${bad}` })
@@ -187,10 +215,22 @@ t.test('creation is all or nothing', async (t) => {
     payload: { namespace: 'aon', tensors: { small: [{ shape: [1024], dtype: 'uint8' }, { shape: [8], dtype: 'uint8' }], huge: { shape: [total + 1], dtype: 'uint8' } } }
   })
   t.equal(r.statusCode, 507)
-  t.match(r.json(), { code: 'TSHM_INSUFFICIENT_STORAGE', message: /tensors\.huge/ })
-  t.same(shmFiles(prefix), [], 'the two segments created before the failure were removed')
-  t.same((await app.inject({ url: '/v1/segments?namespace=aon' })).json(), { segments: [] })
-  t.equal((await app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace: 'aon', tensors: { small: { shape: [1], dtype: 'uint8' } } } })).statusCode, 201, 'the key is free again')
+  t.match(r.json(), { code: 'TSHM_INSUFFICIENT_STORAGE', message: /do not fit in the [0-9]+ bytes free on \/dev\/shm/ })
+  t.same(shmFiles(prefix), [], 'refused before anything was created')
+
+  // A failure half-way, from libc itself: the third name is taken (O_EXCL says EEXIST on every retry).
+  const taken = `${prefix}00000000000000ff`
+  shm.close(shm.createExclusive(taken, 0o600))
+  const names = [`${prefix}0000000000000001`, `${prefix}0000000000000002`, taken, taken, taken, taken]
+  const service = new SegmentService(app.config, app.log, { names: () => names.shift() ?? newSegmentName(prefix) })
+  await t.rejects(service.create({ namespace: 'aon', tensors: { a: [{ shape: [4], dtype: 'uint8' }, { shape: [4], dtype: 'uint8' }], b: { shape: [4], dtype: 'uint8' } } }),
+    { name: 'SysError', code: 'EEXIST', syscall: 'shm_open' })
+  t.same(shmFiles(prefix), [taken], 'the two segments created before the failure were removed, and the other file left alone')
+  t.equal(service.registry.count, 0)
+  t.equal((await service.create({ namespace: 'aon', tensors: { a: { shape: [1], dtype: 'uint8' } } })).namespace, 'aon', 'the keys are free again')
+  service.shutdown()
+  shm.unlink(taken)
+  t.same(shmFiles(prefix), [])
 })
 
 t.test('a segment unlinked behind the service\'s back is reported absent', async (t) => {

@@ -4,15 +4,15 @@ import { checkSegmentName } from '../../src/lib/names.js'
 import { errorResponses } from '../errors.js'
 import {
   CreateSegmentsBodySchema, CreateSegmentsReplySchema, ListReplySchema, NameParamsSchema, NamespaceQuerySchema,
-  OptionalNamespaceQuerySchema, ReleasedReplySchema, SegmentStatusSchema
+  OptionalNamespaceQuerySchema, ReleasedReplySchema, RenewBodySchema, RenewReplySchema, SegmentStatusSchema
 } from './schema.js'
-import { toCreateReply, toInfo } from './view.js'
+import { earliest, toCreateReply, toInfo } from './view.js'
 
 const tags = ['segments']
 
 const segments: FastifyPluginAsyncTypebox = async (fastify) => {
   const { segments: service, config } = fastify
-  const lookup = (name: string) => service.get(checkSegmentName(name, config.segmentPrefix))
+  const lookup = (name: string, owner: string | null) => service.get(checkSegmentName(name, config.segmentPrefix), owner)
 
   fastify.post('/segments', {
     schema: {
@@ -20,10 +20,10 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Create segments for tensor specs',
       description: 'Creates one POSIX shared-memory segment per TensorSpec, all or nothing: when any fails, none remain.',
       body: CreateSegmentsBodySchema,
-      response: { 201: CreateSegmentsReplySchema, ...errorResponses('InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'InsufficientStorage', 'ShuttingDown') }
+      response: { 201: CreateSegmentsReplySchema, ...errorResponses('InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NamespaceForbidden', 'QuotaExceeded', 'InsufficientStorage', 'ShuttingDown') }
     }
   }, async (request, reply) => {
-    const result = await service.create(request.body)
+    const result = await service.create(request.body, request.owner)
     return reply.code(201).send(toCreateReply(result))
   })
 
@@ -35,7 +35,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       querystring: OptionalNamespaceQuerySchema,
       response: { 200: ListReplySchema, ...errorResponses() }
     }
-  }, async (request) => ({ segments: service.list(request.query.namespace).map(toInfo) }))
+  }, async (request) => ({ segments: service.list(request.query.namespace, request.owner).map(toInfo) }))
 
   fastify.get('/segments/:name', {
     schema: {
@@ -46,7 +46,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: SegmentStatusSchema, ...errorResponses('InvalidName', 'SegmentNotFound') }
     }
   }, async (request) => {
-    const record = lookup(request.params.name)
+    const record = lookup(request.params.name, request.owner)
     return { ...toInfo(record), present: service.presence(record) === 'present' }
   })
 
@@ -58,7 +58,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: Type.Null({ description: 'Released: the file is unlinked.' }), ...errorResponses('InvalidName', 'SegmentNotFound') }
     }
   }, async (request, reply) => {
-    service.release(lookup(request.params.name).name)
+    service.release(lookup(request.params.name, request.owner).name, 'client', request.owner)
     return reply.code(204).send(null)
   })
 
@@ -70,7 +70,20 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       querystring: NamespaceQuerySchema,
       response: { 200: ReleasedReplySchema, ...errorResponses() }
     }
-  }, async (request) => ({ released: service.releaseNamespace(request.query.namespace) }))
+  }, async (request) => ({ released: service.releaseNamespace(request.query.namespace, 'client', request.owner) }))
+
+  fastify.post('/renew', {
+    schema: {
+      tags,
+      summary: 'Renew a namespace\'s leases',
+      description: 'Extends the lease of every segment in the namespace and its sub-namespaces: by `ttl_seconds` if given (which then becomes their TTL), else by each segment\'s own TTL.',
+      body: RenewBodySchema,
+      response: { 200: RenewReplySchema, ...errorResponses('InvalidJson', 'BodyTooLarge', 'UnsupportedMediaType') }
+    }
+  }, async (request) => {
+    const renewed = service.renew(request.body.namespace, request.body.ttl_seconds, request.owner)
+    return { namespace: request.body.namespace, renewed: renewed.length, expires_at: earliest(renewed) }
+  })
 }
 
 export default segments

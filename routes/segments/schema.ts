@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox'
+import { MAX_TTL } from '../../src/lib/config.js'
 import { NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN } from '../../src/lib/namespace.js'
 import { MAX_NDIM } from '../../src/lib/spec.js'
 
@@ -33,13 +34,17 @@ export const DescriptorSchema = Type.Object({
   nbytes: Type.Integer({ description: 'Bytes of tensor data; the file holds at least one byte.' })
 }, { title: 'Descriptor' })
 
+const ExpiresAtSchema = Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'When the lease runs out and the sweeper may reclaim the segment; null: never.' })
+
 export const SegmentInfoSchema = Type.Object({
   ...DescriptorSchema.properties,
   namespace: Type.String(),
   key: Type.String(),
   index: Type.Union([Type.Integer(), Type.Null()], { description: 'Position in a list of tensors, or null.' }),
   size: Type.Integer({ description: 'File size in bytes.' }),
-  created_at: Type.String({ format: 'date-time' })
+  created_at: Type.String({ format: 'date-time' }),
+  ttl_seconds: Type.Integer({ description: 'Lease length used on renewal; 0: no expiry.' }),
+  expires_at: ExpiresAtSchema
 }, { title: 'SegmentInfo' })
 
 export const SegmentStatusSchema = Type.Object({
@@ -47,8 +52,11 @@ export const SegmentStatusSchema = Type.Object({
   present: Type.Boolean({ description: 'Whether the file is still on /dev/shm under this name (and is still the one created).' })
 }, { title: 'SegmentStatus' })
 
+export const TtlSchema = Type.Integer({ minimum: 0, maximum: MAX_TTL, description: 'Lease in seconds; 0 means no expiry. Default: TENSORSHM_DEFAULT_TTL.' })
+
 export const CreateSegmentsBodySchema = Type.Object({
   namespace: NamespaceSchema,
+  ttl_seconds: Type.Optional(TtlSchema),
   tensors: Type.Record(Type.String({ pattern: KEY_PATTERN }), Type.Union([TensorSpecSchema, Type.Array(TensorSpecSchema, { minItems: 1, maxItems: 4096 })]), {
     additionalProperties: false,
     minProperties: 1,
@@ -59,6 +67,7 @@ export const CreateSegmentsBodySchema = Type.Object({
 
 export const CreateSegmentsReplySchema = Type.Object({
   namespace: Type.String(),
+  expires_at: ExpiresAtSchema,
   segments: Type.Record(Type.String(), Type.Union([DescriptorSchema, Type.Array(DescriptorSchema)]))
 })
 
@@ -67,6 +76,12 @@ export const OptionalNamespaceQuerySchema = Type.Object({ namespace: Type.Option
 export const NameParamsSchema = Type.Object({ name: Type.String({ minLength: 1, description: 'A segment name.' }) })
 
 export const ListReplySchema = Type.Object({ segments: Type.Array(SegmentInfoSchema) })
+export const RenewBodySchema = Type.Object({ namespace: NamespaceSchema, ttl_seconds: Type.Optional(TtlSchema) }, { additionalProperties: false })
+export const RenewReplySchema = Type.Object({
+  namespace: Type.String(),
+  renewed: Type.Integer({ description: 'Segments whose lease was extended (the namespace and its sub-namespaces).' }),
+  expires_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'The earliest new expiry among them; null if none expires.' })
+})
 export const ReleasedReplySchema = Type.Object({ released: Type.Integer({ description: 'How many segments were released.' }) })
 
 export type CreateSegmentsBody = Static<typeof CreateSegmentsBodySchema>

@@ -14,13 +14,25 @@ export const toInfo = (r: SegmentRecord): Info => ({
   key: r.key,
   index: r.index,
   size: r.size,
-  created_at: new Date(r.createdAt).toISOString()
+  created_at: new Date(r.createdAt).toISOString(),
+  ttl_seconds: r.ttl,
+  expires_at: isoOrNull(r.expiresAt)
 })
+
+export const isoOrNull = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
+
+/** The earliest expiry among records, or null when none expires. */
+export function earliest (records: SegmentRecord[]): string | null {
+  const times = records.map((r) => r.expiresAt).filter((t): t is number => t !== null)
+  return times.length === 0 ? null : isoOrNull(Math.min(...times))
+}
 
 export function toCreateReply (result: CreateResult): Static<typeof CreateSegmentsReplySchema> {
   const segments: Record<string, Descriptor | Descriptor[]> = {}
+  const all: SegmentRecord[] = []
   for (const [key, value] of Object.entries(result.segments)) {
     segments[key] = Array.isArray(value) ? value.map(toDescriptor) : toDescriptor(value)
+    all.push(...[value].flat())
   }
-  return { namespace: result.namespace, segments }
+  return { namespace: result.namespace, expires_at: earliest(all), segments }
 }

@@ -1,5 +1,10 @@
 import { Type, type Static, type TSchema } from 'typebox'
+import { readFileSync } from 'node:fs'
 import { Value } from 'typebox/value'
+import { SHM_DIR } from '../../native/shm.js'
+
+/** A year: leases longer than that are a mistake, and the arithmetic stays far from overflow. */
+export const MAX_TTL = 365 * 24 * 3600
 
 const Bytes = (description: string, def: string) =>
   Type.String({ pattern: '^[0-9]+([KMGT]i?B?)?$', default: def, description })
@@ -14,7 +19,25 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_SEGMENT_OWNER: Type.Optional(Type.String({ pattern: '^[0-9]+:[0-9]+$', description: '`uid:gid` given to every segment with fchown (needs CAP_CHOWN unless it is the service\'s own).' })),
   TENSORSHM_MAX_SEGMENT_BYTES: Bytes('Largest tensor one segment may hold (bytes; K/M/G/T suffixes are powers of 1024).', '4GiB'),
   TENSORSHM_KEEP_ON_SHUTDOWN: Type.Boolean({ default: false, description: 'Keep segments on SIGTERM/SIGINT instead of releasing them; a restart picks them up again.' }),
-  TENSORSHM_BODY_LIMIT: Bytes('Largest JSON or pickle request body.', '1MiB')
+  TENSORSHM_BODY_LIMIT: Bytes('Largest JSON or pickle request body.', '1MiB'),
+  TENSORSHM_MAX_DICT_KEYS: Type.Integer({ minimum: 1, default: 1024, description: 'Most keys in one dict of a descriptor dict.' }),
+  TENSORSHM_MAX_LIST_LENGTH: Type.Integer({ minimum: 1, default: 4096, description: 'Longest list in a descriptor dict.' }),
+  TENSORSHM_MAX_DEPTH: Type.Integer({ minimum: 1, maximum: 256, default: 32, description: 'Deepest nesting of lists and dicts in a descriptor dict.' }),
+  TENSORSHM_DEFAULT_TTL: Type.Integer({ minimum: 0, maximum: MAX_TTL, default: 600, description: 'Lease in seconds for segments created without `ttl_seconds`; 0 means no expiry.' }),
+  TENSORSHM_SWEEP_INTERVAL: Type.Number({ minimum: 0.05, maximum: 3600, default: 5, description: 'Seconds between sweeps that reclaim expired segments and drop vanished ones.' }),
+  TENSORSHM_MAX_ALLOCATION_RATE: Type.Number({ exclusiveMinimum: 0, default: 10, description: 'Allocations per second above which a warning is logged and counted (NOS\'s threshold).' }),
+  TENSORSHM_ALLOCATION_RATE_WINDOW: Type.Number({ minimum: 1, maximum: 3600, default: 10, description: 'Seconds the allocation rate is averaged over.' }),
+  TENSORSHM_MAX_TOTAL_BYTES: Bytes('Most bytes this instance holds in segments at once; 0 means only /dev/shm\'s size limits it.', '0'),
+  TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE: Type.Integer({ minimum: 1, default: 1024, description: 'Most segments one namespace may hold.' }),
+  TENSORSHM_RESERVE: Type.Boolean({ default: true, description: 'Back every segment\'s pages at creation (posix_fallocate), so that a full /dev/shm is a 507 here and not a SIGBUS in a client.' }),
+  TENSORSHM_API_KEYS: Type.Optional(Type.String({ description: 'Comma-separated bearer keys (at least 16 characters each); when set, every /v1 route needs `Authorization: Bearer <key>`.' })),
+  TENSORSHM_API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'A file with one key per line (blank lines and # comments ignored), read at start; adds to TENSORSHM_API_KEYS.' })),
+  TENSORSHM_ALLOW_INSECURE_BIND: Type.Boolean({ default: false, description: 'Listen on a non-loopback address without API keys. Anyone who reaches the port can then read and write every tensor.' }),
+  TENSORSHM_AUTH_METRICS: Type.Boolean({ default: false, description: 'Require a key for /metrics too (Prometheus then needs `authorization` in its scrape config).' }),
+  TENSORSHM_AUTH_DOCS: Type.Boolean({ default: false, description: 'Require a key for /docs and /openapi.json too.' }),
+  TENSORSHM_RATE_LIMIT: Type.Integer({ minimum: 0, default: 0, description: 'Requests per second per key (per client address without keys) on /v1 routes, answered with 429 and Retry-After past it; 0: no limit.' }),
+  TENSORSHM_MAX_EVENT_LOOP_DELAY: Type.Integer({ minimum: 0, default: 1000, description: 'Milliseconds of event-loop delay past which requests are shed with 503 and Retry-After (liveness excepted); 0: never.' }),
+  TENSORSHM_STATE_DIR: Type.Optional(Type.String({ minLength: 1, description: 'Where the journal lives; default `/dev/shm/.tensorshm/<prefix>`, on the tmpfs with the segments. One instance per directory.' }))
 })
 
 export type RawConfig = Static<typeof ConfigSchema>
@@ -29,6 +52,23 @@ export interface Config {
   maxSegmentBytes: number
   keepOnShutdown: boolean
   bodyLimit: number
+  maxDictKeys: number
+  maxListLength: number
+  maxDepth: number
+  defaultTtl: number
+  sweepIntervalMs: number
+  maxAllocationRate: number
+  allocationRateWindowMs: number
+  maxTotalBytes: number
+  maxSegmentsPerNamespace: number
+  reserve: boolean
+  stateDir: string
+  apiKeys: string[]
+  allowInsecureBind: boolean
+  authMetrics: boolean
+  authDocs: boolean
+  rateLimit: number
+  maxEventLoopDelay: number
 }
 
 /** A configuration value that cannot be used; the message names the variable. */
@@ -85,6 +125,37 @@ export function readRawConfig (env: NodeJS.ProcessEnv): RawConfig {
   return withDefaults as RawConfig
 }
 
+const KEY = /^[A-Za-z0-9._~+/-]{16,512}=*$/
+
+function readKeys (raw: RawConfig): string[] {
+  const keys: Array<[string, string]> = (raw.TENSORSHM_API_KEYS ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '').map((k) => ['TENSORSHM_API_KEYS', k])
+  const file = raw.TENSORSHM_API_KEYS_FILE
+  if (file !== undefined) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      throw new ConfigError('TENSORSHM_API_KEYS_FILE', `cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+    for (const line of text.split('\n')) {
+      const k = line.trim()
+      if (k !== '' && !k.startsWith('#')) keys.push(['TENSORSHM_API_KEYS_FILE', k])
+    }
+    if (keys.every(([v]) => v !== 'TENSORSHM_API_KEYS_FILE')) throw new ConfigError('TENSORSHM_API_KEYS_FILE', 'the file holds no key')
+  }
+  // Never echo a key: the message names the variable and the rule only.
+  for (const [variable, k] of keys) {
+    if (!KEY.test(k)) throw new ConfigError(variable, 'every key must be 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (base64 and hex keys qualify)')
+  }
+  return [...new Set(keys.map(([, k]) => k))]
+}
+
+/** 127.0.0.0/8, ::1 and localhost; anything else, names included, counts as reachable from outside. */
+export function isLoopback (host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '')
+  return h === 'localhost' || h === '::1' || /^127(\.[0-9]{1,3}){3}$/.test(h) || /^::ffff:127(\.[0-9]{1,3}){3}$/.test(h)
+}
+
 /** Validates the environment once, at start; a bad value stops the start with a message that names it. */
 export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   const raw = readRawConfig(env)
@@ -98,6 +169,10 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     if (uid > 0xfffffffe || gid > 0xfffffffe) throw new ConfigError('TENSORSHM_SEGMENT_OWNER', 'uid and gid must be below 4294967295')
     segmentOwner = { uid, gid }
   }
+  const apiKeys = readKeys(raw)
+  if (!isLoopback(raw.TENSORSHM_HOST) && !raw.TENSORSHM_ALLOW_INSECURE_BIND && apiKeys.length === 0) {
+    throw new ConfigError('TENSORSHM_HOST', `refusing to listen on ${raw.TENSORSHM_HOST} without authentication: set TENSORSHM_API_KEYS or TENSORSHM_API_KEYS_FILE (or, knowing that anyone who reaches the port can then read and write every tensor, TENSORSHM_ALLOW_INSECURE_BIND=true)`)
+  }
   const maxSegmentBytes = parseBytes('TENSORSHM_MAX_SEGMENT_BYTES', raw.TENSORSHM_MAX_SEGMENT_BYTES)
   if (maxSegmentBytes < 1) throw new ConfigError('TENSORSHM_MAX_SEGMENT_BYTES', 'must be at least 1')
   return {
@@ -109,6 +184,23 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     segmentOwner,
     maxSegmentBytes,
     keepOnShutdown: raw.TENSORSHM_KEEP_ON_SHUTDOWN,
-    bodyLimit: parseBytes('TENSORSHM_BODY_LIMIT', raw.TENSORSHM_BODY_LIMIT)
+    bodyLimit: parseBytes('TENSORSHM_BODY_LIMIT', raw.TENSORSHM_BODY_LIMIT),
+    maxDictKeys: raw.TENSORSHM_MAX_DICT_KEYS,
+    maxListLength: raw.TENSORSHM_MAX_LIST_LENGTH,
+    maxDepth: raw.TENSORSHM_MAX_DEPTH,
+    defaultTtl: raw.TENSORSHM_DEFAULT_TTL,
+    sweepIntervalMs: raw.TENSORSHM_SWEEP_INTERVAL * 1000,
+    maxAllocationRate: raw.TENSORSHM_MAX_ALLOCATION_RATE,
+    allocationRateWindowMs: raw.TENSORSHM_ALLOCATION_RATE_WINDOW * 1000,
+    maxTotalBytes: parseBytes('TENSORSHM_MAX_TOTAL_BYTES', raw.TENSORSHM_MAX_TOTAL_BYTES),
+    maxSegmentsPerNamespace: raw.TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE,
+    reserve: raw.TENSORSHM_RESERVE,
+    stateDir: raw.TENSORSHM_STATE_DIR ?? `${SHM_DIR}/.tensorshm/${raw.TENSORSHM_SEGMENT_PREFIX}`,
+    apiKeys,
+    allowInsecureBind: raw.TENSORSHM_ALLOW_INSECURE_BIND,
+    authMetrics: raw.TENSORSHM_AUTH_METRICS,
+    authDocs: raw.TENSORSHM_AUTH_DOCS,
+    rateLimit: raw.TENSORSHM_RATE_LIMIT,
+    maxEventLoopDelay: raw.TENSORSHM_MAX_EVENT_LOOP_DELAY
   }
 }

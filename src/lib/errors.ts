@@ -6,14 +6,30 @@ const table = {
   InvalidJson: ['TSHM_INVALID_JSON', 400, 'The body is not valid JSON.'],
   InvalidSpec: ['TSHM_INVALID_SPEC', 400, 'A tensor spec has an unsupported dtype, too many dimensions or too many bytes.'],
   InvalidName: ['TSHM_INVALID_NAME', 400, 'A segment name is malformed: another prefix, a slash, a NUL byte, or too long.'],
+  InvalidDescriptor: ['TSHM_INVALID_DESCRIPTOR', 400, 'A descriptor in a descriptor dict is malformed.'],
+  InvalidPickle: ['TSHM_INVALID_PICKLE', 400, 'The pickle is truncated, malformed or over a limit.'],
+  InvalidNpy: ['TSHM_INVALID_NPY', 400, 'The .npy header is malformed.'],
+  LengthMismatch: ['TSHM_LENGTH_MISMATCH', 400, 'Content-Length does not match the segment\'s size.'],
+  LimitExceeded: ['TSHM_LIMIT_EXCEEDED', 400, 'A descriptor dict has too many keys, too long a list, or too deep a nesting.'],
+  Unauthorized: ['TSHM_UNAUTHORIZED', 401, 'A valid `Authorization: Bearer <key>` header is required.'],
+  NamespaceForbidden: ['TSHM_NAMESPACE_FORBIDDEN', 403, 'The namespace belongs to another API key.'],
   SegmentNotFound: ['TSHM_SEGMENT_NOT_FOUND', 404, 'No segment of this instance has that name.'],
   RouteNotFound: ['TSHM_ROUTE_NOT_FOUND', 404, 'No such route.'],
+  NotAcceptable: ['TSHM_NOT_ACCEPTABLE', 406, 'The Accept header asks for no media type this route produces.'],
   DuplicateKey: ['TSHM_DUPLICATE_KEY', 409, 'The key is already registered in the namespace.'],
+  SegmentTruncated: ['TSHM_SEGMENT_TRUNCATED', 409, 'The segment\'s file is shorter than its tensor: someone truncated it.'],
+  SegmentGone: ['TSHM_SEGMENT_GONE', 410, 'The segment\'s file was unlinked (or replaced) behind the service\'s back; the registry has forgotten it.'],
+  LengthRequired: ['TSHM_LENGTH_REQUIRED', 411, 'Tensor uploads need a Content-Length.'],
   BodyTooLarge: ['TSHM_BODY_TOO_LARGE', 413, 'The request body is larger than allowed.'],
   UnsupportedMediaType: ['TSHM_UNSUPPORTED_MEDIA_TYPE', 415, 'The Content-Type is not one this route reads.'],
+  SpecMismatch: ['TSHM_SPEC_MISMATCH', 422, 'A shape or dtype disagrees with the segment\'s registered spec.'],
+  PickleRefused: ['TSHM_PICKLE_REFUSED', 422, 'The pickle names a global other than nos.common.shm.SharedMemoryNumpyObject and plain data.'],
+  QuotaExceeded: ['TSHM_QUOTA_EXCEEDED', 507, 'The request would pass TENSORSHM_MAX_TOTAL_BYTES or the per-namespace segment limit.'],
   InsufficientStorage: ['TSHM_INSUFFICIENT_STORAGE', 507, '/dev/shm cannot hold the requested segments.'],
+  RateLimited: ['TSHM_RATE_LIMITED', 429, 'Too many requests for this key; retry after the Retry-After seconds.'],
   Internal: ['TSHM_INTERNAL', 500, 'An unexpected failure; the log has the details.'],
-  ShuttingDown: ['TSHM_SHUTTING_DOWN', 503, 'The service is shutting down.']
+  ShuttingDown: ['TSHM_SHUTTING_DOWN', 503, 'The service is shutting down.'],
+  Overloaded: ['TSHM_OVERLOADED', 503, 'The service is shedding load; retry after the Retry-After seconds.']
 } as const
 
 type Table = typeof table

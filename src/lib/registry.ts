@@ -15,6 +15,8 @@ export interface SegmentRecord {
   ino: bigint
   dev: bigint
   createdAt: number
+  /** Lease length in seconds, used again on renewal; 0 never expires. */
+  ttl: number
   /** Epoch ms after which the lease has run out; null never expires. */
   expiresAt: number | null
   /** Who registered it: an API key's id, or null without authentication. */

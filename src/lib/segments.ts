@@ -1,31 +1,41 @@
 import { EventEmitter } from 'node:events'
 import type { FastifyBaseLogger } from 'fastify'
-import { createSegment, presence, unlinkQuietly, type Presence } from '../../native/segment.js'
 import { isSysError } from '../../native/errors.js'
-import { capacity } from '../../native/shm.js'
+import { createSegment, presence, unlinkQuietly, type Presence } from '../../native/segment.js'
+import { capacity, close, openVerified } from '../../native/shm.js'
 import type { Config } from './config.js'
 import { errors } from './errors.js'
+import type { Journal } from './journal.js'
 import { newSegmentName } from './names.js'
+import { namespaceRoot } from './namespace.js'
+import { checkQuota, plan, QuotaError, type CreateRequest, type Planned, type QuotaReason } from './plan.js'
 import { Registry, type SegmentRecord } from './registry.js'
-import { checkSpec, type Spec, type TensorSpecInput } from './spec.js'
 
+export type { CreateRequest } from './plan.js'
 export type ReleaseReason = 'client' | 'expired' | 'shutdown' | 'vanished'
-
-export interface CreateRequest {
-  namespace: string
-  tensors: Record<string, TensorSpecInput | TensorSpecInput[]>
-}
 
 export interface CreateResult {
   namespace: string
   segments: Record<string, SegmentRecord | SegmentRecord[]>
 }
 
-interface Planned { key: string, index: number | null, spec: Spec }
+/** An open segment: its own fd, so a release (unlink) while it is read cannot take the data away. */
+export interface Handle {
+  record: SegmentRecord
+  fd: number
+  close: () => void
+}
 
 interface Events {
   created: [records: SegmentRecord[]]
   released: [records: SegmentRecord[], reason: ReleaseReason]
+  rejected: [reason: QuotaReason]
+}
+
+export interface ServiceOptions {
+  journal?: Journal | undefined
+  /** Where segment names come from; the CSPRNG unless a test needs a collision. */
+  names?: () => string
 }
 
 /** Segment lifecycle: policy over the registry, files through the native layer. Knows nothing of HTTP. */
@@ -33,36 +43,92 @@ export class SegmentService extends EventEmitter<Events> {
   readonly registry = new Registry()
   /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
   readonly #pending = new Set<string>()
+  #pendingBytes = 0
+  /** Open handles per segment name: a segment being read or written is never recycled. */
+  readonly #inflight = new Map<string, number>()
+  readonly #journal: Journal | undefined
+  readonly #names: () => string
+  /** Namespace roots (`<client_id>` of `<client_id>/<object_id>`) to the key that first used them. */
+  readonly #owners = new Map<string, string>()
   #closing = false
 
-  constructor (private readonly config: Config, private readonly log: FastifyBaseLogger) {
+  constructor (private readonly config: Config, private readonly log: FastifyBaseLogger, options: ServiceOptions = {}) {
     super()
+    this.#journal = options.journal
+    this.#names = options.names ?? (() => newSegmentName(config.segmentPrefix))
   }
 
-  async create (request: CreateRequest): Promise<CreateResult> {
+  /** Takes back what the journal knows and is still on /dev/shm; returns the records whose files are gone. */
+  recover (): SegmentRecord[] {
+    if (this.#journal === undefined) return []
+    const { records, owners } = this.#journal.replay()
+    for (const [root, owner] of owners) this.#owners.set(root, owner)
+    const vanished: SegmentRecord[] = []
+    for (const r of records) {
+      if (presence(r.name, r) === 'present') this.registry.add(r)
+      else vanished.push(r)
+    }
+    this.#journal.compact(this.registry.values(), this.#owners)
+    if (vanished.length > 0) this.emit('released', vanished, 'vanished')
+    return vanished
+  }
+
+  /**
+   * `owner` is the caller's key id, or null under local trust. Methods that take one only see and touch that
+   * owner's segments; the sweeper and shutdown pass none and see everything.
+   */
+  async create (request: CreateRequest, owner: string | null = null): Promise<CreateResult> {
     if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
     const { namespace } = request
-    const planned = this.#plan(request)
-    const claimed = Object.keys(request.tensors).map((key) => `${namespace}\0${key}`)
-    for (const [i, key] of Object.keys(request.tensors).entries()) {
-      if (this.registry.hasKey(namespace, key) || this.#pending.has(claimed[i] as string)) {
+    this.#claim(namespace, owner)
+    const planned = plan(request, this.config.maxSegmentBytes)
+    const keys = Object.keys(request.tensors)
+    for (const key of keys) {
+      if (this.registry.hasKey(namespace, key) || this.#pending.has(`${namespace}\0${key}`)) {
         throw new errors.DuplicateKey(`tensors.${key}: the key is already registered in namespace "${namespace}"`)
       }
     }
-    for (const c of claimed) this.#pending.add(c)
+    try {
+      checkQuota(planned, namespace, this.registry, this.config, this.#pendingBytes)
+    } catch (err) {
+      if (err instanceof QuotaError) { this.emit('rejected', err.reason); throw err.error }
+      throw err
+    }
+    const ttl = request.ttl_seconds ?? this.config.defaultTtl
+    const bytes = planned.reduce((n, p) => n + p.size, 0)
+    for (const key of keys) this.#pending.add(`${namespace}\0${key}`)
+    this.#pendingBytes += bytes
     const made: SegmentRecord[] = []
     try {
-      for (const item of planned) made.push(await this.#createOne(namespace, item))
+      for (const item of planned) made.push(await this.#createOne(namespace, item, ttl, owner))
     } catch (err) {
       for (const r of made) unlinkQuietly(r.name)
-      throw this.#mapCreateError(err)
+      if (isSysError(err, 'ENOSPC')) { this.emit('rejected', 'capacity'); throw new errors.InsufficientStorage('tensors: /dev/shm has no room for the requested segments') }
+      throw err
     } finally {
-      for (const c of claimed) this.#pending.delete(c)
+      for (const key of keys) this.#pending.delete(`${namespace}\0${key}`)
+      this.#pendingBytes -= bytes
     }
     for (const r of made) this.registry.add(r)
+    this.#journal?.created(made)
     this.emit('created', made)
-    this.log.debug({ namespace, segments: made.length }, 'segments created')
     return { namespace, segments: group(made) }
+  }
+
+  get (name: string, owner?: string | null, field = 'name'): SegmentRecord {
+    const record = this.registry.get(name)
+    // Another key's segment is answered exactly like an unknown one, and the name is not repeated back.
+    if (record === undefined || (owner !== undefined && record.owner !== owner)) throw new errors.SegmentNotFound(`${field}: no segment of this service has that name`)
+    return record
+  }
+
+  presence (record: SegmentRecord): Presence {
+    return presence(record.name, record)
+  }
+
+  list (namespace?: string, owner?: string | null): SegmentRecord[] {
+    const all = [...this.registry.covered(namespace)]
+    return owner === undefined ? all : all.filter((r) => r.owner === owner)
   }
 
   /** Ready when not closing and /dev/shm answers. */
@@ -71,43 +137,88 @@ export class SegmentService extends EventEmitter<Events> {
     capacity()
   }
 
-  get (name: string): SegmentRecord {
-    const record = this.registry.get(name)
-    if (record === undefined) throw new errors.SegmentNotFound(`name: no segment "${name}" is registered`)
-    return record
+  /**
+   * Opens a registered segment for I/O, checking that the file is still ours and still long enough.
+   * A vanished file is 410 and the registry forgets it; a truncated one is 409 and stays registered.
+   */
+  open (record: SegmentRecord, writable: boolean): Handle {
+    let opened
+    try {
+      opened = openVerified(record.name, record, writable)
+    } catch (err) {
+      if (!isSysError(err, 'ENOENT')) throw err
+      this.forget([record], 'vanished')
+      throw new errors.SegmentGone(`name: segment "${record.name}" was unlinked or replaced on /dev/shm`)
+    }
+    const { fd, stat } = opened
+    if (stat.size < record.nbytes) {
+      close(fd)
+      throw new errors.SegmentTruncated(`name: segment "${record.name}" holds ${stat.size} of its ${record.nbytes} bytes; someone truncated it`)
+    }
+    this.#inflight.set(record.name, (this.#inflight.get(record.name) ?? 0) + 1)
+    let open = true
+    const done = () => {
+      if (!open) return
+      open = false
+      close(fd)
+      const n = (this.#inflight.get(record.name) ?? 1) - 1
+      if (n === 0) this.#inflight.delete(record.name)
+      else this.#inflight.set(record.name, n)
+    }
+    return { record, fd, close: done }
   }
 
-  presence (record: SegmentRecord): Presence {
-    return presence(record.name, record)
+  busy (name: string): boolean {
+    return this.#inflight.has(name)
   }
 
-  list (namespace?: string): SegmentRecord[] {
-    return [...this.registry.covered(namespace)]
-  }
-
-  release (name: string, reason: ReleaseReason = 'client'): SegmentRecord {
-    const record = this.get(name)
+  release (name: string, reason: ReleaseReason, owner?: string | null): SegmentRecord {
+    const record = this.get(name, owner)
     this.#unlink([record], reason)
     return record
   }
 
-  releaseNamespace (namespace: string, reason: ReleaseReason = 'client'): number {
-    const records = this.list(namespace)
+  releaseNamespace (namespace: string, reason: ReleaseReason, owner?: string | null): number {
+    const records = this.list(namespace, owner)
     this.#unlink(records, reason)
     return records.length
   }
 
-  /** Stops new allocations, then releases everything unless configured to keep it for the next start. */
+  /** Extends the lease of every segment in `namespace` (and below) by `ttl` seconds, or by each one's own TTL. */
+  renew (namespace: string, ttl: number | undefined, owner?: string | null): SegmentRecord[] {
+    const now = Date.now()
+    const records = this.list(namespace, owner)
+    for (const r of records) {
+      if (ttl !== undefined) r.ttl = ttl
+      r.expiresAt = r.ttl === 0 ? null : now + r.ttl * 1000
+    }
+    if (records.length > 0) this.#journal?.leased(records)
+    return records
+  }
+
+  /** Drops records without touching files: theirs are gone already. */
+  forget (records: SegmentRecord[], reason: ReleaseReason): void {
+    const known = records.filter((r) => this.registry.get(r.name) === r)
+    if (known.length === 0) return
+    for (const r of known) {
+      this.registry.delete(r.name)
+      this.log.warn({ segment: r.name, namespace: r.namespace, bytes: r.size }, 'segment vanished from /dev/shm')
+    }
+    this.#journal?.released(known.map((r) => r.name))
+    this.emit('released', known, reason)
+  }
+
   beginShutdown (): void {
     this.#closing = true
   }
 
+  /** Stops new allocations, then releases everything unless configured to keep it for the next start. */
   shutdown (): number {
     this.#closing = true
-    if (this.config.keepOnShutdown) return 0
-    const records = this.list()
-    this.#unlink(records, 'shutdown')
-    return records.length
+    const count = this.registry.count
+    if (!this.config.keepOnShutdown) this.#unlink(this.list(), 'shutdown')
+    this.#journal?.close(this.registry.count === 0)
+    return this.config.keepOnShutdown ? 0 : count
   }
 
   #unlink (records: SegmentRecord[], reason: ReleaseReason): void {
@@ -121,32 +232,34 @@ export class SegmentService extends EventEmitter<Events> {
         this.log.warn({ err, segment: r.name }, 'could not unlink a released segment')
       }
     }
+    this.#journal?.released(records.map((r) => r.name))
+    this.#maybeCompact()
     this.emit('released', records, reason)
   }
 
-  #plan (request: CreateRequest): Planned[] {
-    const planned: Planned[] = []
-    for (const [key, value] of Object.entries(request.tensors)) {
-      if (Array.isArray(value)) {
-        value.forEach((spec, index) => planned.push({ key, index, spec: checkSpec(spec, `tensors.${key}[${index}]`, this.config.maxSegmentBytes) }))
-      } else {
-        planned.push({ key, index: null, spec: checkSpec(value, `tensors.${key}`, this.config.maxSegmentBytes) })
-      }
+  #maybeCompact (): void {
+    if (this.#journal !== undefined && this.#journal.lines > 1000 + 4 * this.registry.count) {
+      this.#journal.compact(this.registry.values(), this.#owners)
     }
-    return planned
   }
 
-  async #createOne (namespace: string, { key, index, spec }: Planned): Promise<SegmentRecord> {
-    const size = Math.max(spec.nbytes, 1)
-    // tmpfs takes a sparse file of any size; refuse here what could only end as SIGBUS in a client later.
-    const { free } = capacity()
-    if (size > free) {
-      throw new errors.InsufficientStorage(`tensors.${key}${index === null ? '' : `[${index}]`}: ${size} bytes do not fit in the ${free} bytes free on /dev/shm`)
-    }
+  /** The first key to use a namespace root owns it for good; under local trust nobody does. */
+  #claim (namespace: string, owner: string | null): void {
+    if (owner === null) return
+    const root = namespaceRoot(namespace)
+    const holder = this.#owners.get(root)
+    if (holder === owner) return
+    if (holder !== undefined) throw new errors.NamespaceForbidden(`namespace: "${root}" belongs to another API key`)
+    this.#owners.set(root, owner)
+    this.#journal?.owned(root, owner)
+  }
+
+  async #createOne (namespace: string, { key, index, spec, size }: Planned, ttl: number, owner: string | null): Promise<SegmentRecord> {
     for (let attempt = 0; ; attempt++) {
-      const name = newSegmentName(this.config.segmentPrefix)
+      const name = this.#names()
       try {
-        const created = await createSegment(name, { size, mode: this.config.segmentMode, owner: this.config.segmentOwner, reserve: false })
+        const created = await createSegment(name, { size, mode: this.config.segmentMode, owner: this.config.segmentOwner, reserve: this.config.reserve })
+        const createdAt = Date.now()
         return {
           name,
           namespace,
@@ -158,20 +271,16 @@ export class SegmentService extends EventEmitter<Events> {
           size,
           ino: created.ino,
           dev: created.dev,
-          createdAt: Date.now(),
-          expiresAt: null,
-          owner: null
+          createdAt,
+          ttl,
+          expiresAt: ttl === 0 ? null : createdAt + ttl * 1000,
+          owner
         }
       } catch (err) {
         // 64 random bits collide only with a file someone placed on purpose: draw again, a few times.
         if (!isSysError(err, 'EEXIST') || attempt >= 3) throw err
       }
     }
-  }
-
-  #mapCreateError (err: unknown): unknown {
-    if (isSysError(err, 'ENOSPC')) return new errors.InsufficientStorage('/dev/shm has no room for the requested segments')
-    return err
   }
 }
 

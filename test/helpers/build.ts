@@ -1,6 +1,8 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { randomBytes } from 'node:crypto'
-import { readdirSync, unlinkSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import app, { serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/lib/config.js'
 
@@ -20,12 +22,19 @@ export function shmFiles (prefix: string): string[] {
 
 /** Registers the app the way server.ts does, ready, closed on teardown. */
 export async function build (t: Test, env: Record<string, string> = {}): Promise<FastifyInstance> {
-  const config = loadConfig({ TENSORSHM_LOG_LEVEL: 'silent', ...env })
+  const config = loadConfig({ TENSORSHM_LOG_LEVEL: 'silent', TENSORSHM_STATE_DIR: stateDir(t), ...env })
   const fastify = Fastify(serverOptions(config))
   await fastify.register(app, { config })
   await fastify.ready()
   t.teardown(() => fastify.close())
   return fastify
+}
+
+/** A journal directory of the test's own, removed when the test ends. */
+export function stateDir (t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tshm-state-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  return dir
 }
 
 /** The last subtest of every suite: nothing with its prefix may remain on /dev/shm. */

@@ -30,7 +30,7 @@ export async function startServer (env: Record<string, string>, timeoutMs = 20_0
       if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
     }
     child.stdout?.on('data', look)
-    void exited.then((code) => { clearTimeout(timer); reject(new Error(`exited with ${code}: ${out}`)) })
+    exited.then((code) => { clearTimeout(timer); reject(new Error(`exited with ${code}: ${out}`)) }, reject)
   })
   return { child, url, log: () => out, exited }
 }

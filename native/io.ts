@@ -1,0 +1,45 @@
+import { read, write } from 'node:fs'
+import { promisify } from 'node:util'
+
+const readAsync = promisify(read)
+const writeAsync = promisify(write)
+
+/** 1.5 MiB: divisible by 3 and by every itemsize, so base64 and element boundaries fall on chunk boundaries. */
+export const CHUNK = 3 * 2 ** 19
+
+/** The file ended before `expected` bytes: someone truncated the segment while we read it. */
+export class ShortReadError extends Error {
+  constructor (readonly got: number, readonly expected: number) {
+    super(`short read: the file ended after ${got} of ${expected} bytes`)
+    this.name = 'ShortReadError'
+  }
+}
+
+/**
+ * Reads [start, start+length) with pread on the thread pool. pread past a truncated end returns 0 bytes:
+ * a clean error here, where touching an mmap'ed page there would kill the process with SIGBUS.
+ */
+export async function * readRange (fd: number, start: number, length: number, chunk = CHUNK): AsyncGenerator<Buffer> {
+  let done = 0
+  while (done < length) {
+    const want = Math.min(chunk, length - done)
+    const buf = Buffer.allocUnsafe(want)
+    let filled = 0
+    while (filled < want) {
+      const { bytesRead } = await readAsync(fd, buf, filled, want - filled, start + done + filled)
+      if (bytesRead === 0) throw new ShortReadError(done + filled, length)
+      filled += bytesRead
+    }
+    done += want
+    yield buf
+  }
+}
+
+/** pwrite of the whole buffer at `position`, however many calls it takes. */
+export async function writeAt (fd: number, data: Uint8Array, position: number): Promise<void> {
+  let off = 0
+  while (off < data.length) {
+    const { bytesWritten } = await writeAsync(fd, data, off, data.length - off, position + off)
+    off += bytesWritten
+  }
+}

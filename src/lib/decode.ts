@@ -1,0 +1,107 @@
+import { Readable } from 'node:stream'
+import { readRange } from '../../native/io.js'
+import { BigIntText, type DescriptorRef, type Entry, type JsonValue } from './descriptors.js'
+import { parseDtype } from './dtype.js'
+import { errors } from './errors.js'
+import { checkSegmentName } from './names.js'
+import { npzSize, npzStream, type NpzEntry } from './npz.js'
+import type { Handle, SegmentService } from './segments.js'
+
+export const JSON_TYPE = 'application/json'
+export const NPZ_TYPE = 'application/x-npz'
+/** The NPZ member that carries the dict's non-tensor values, as UTF-8 JSON in a uint8 array. */
+export const PASSTHROUGH_MEMBER = '__passthrough__'
+const NPZ_KEY = /^[A-Za-z0-9_][A-Za-z0-9_:-]{0,127}$/
+
+type Resolved = { key: string, kind: 'tensor', handle: Handle } | { key: string, kind: 'tensors', handles: Handle[] } | { key: string, kind: 'value', value: JsonValue }
+
+export interface Decoded { type: string, length?: number, body: Readable, tensors: number, bytes: number }
+
+/**
+ * Checks every descriptor against the registry and opens every segment before the first byte goes out,
+ * so that the answer is all or nothing and a release during the stream cannot pull the data away.
+ */
+export function decode (service: SegmentService, entries: Entry[], type: string, caller: Caller): Decoded {
+  const opened: Handle[] = []
+  let resolved: Resolved[]
+  try {
+    const open = (ref: DescriptorRef) => { const h = service.open(check(service, ref, caller), false); opened.push(h); return h }
+    resolved = entries.map((e): Resolved => e.kind === 'tensor'
+      ? { key: e.key, kind: 'tensor', handle: open(e.ref) }
+      : e.kind === 'tensors' ? { key: e.key, kind: 'tensors', handles: e.refs.map(open) } : e)
+  } catch (err) {
+    for (const h of opened) h.close()
+    throw err
+  }
+  const closeAll = () => { for (const h of opened) h.close() }
+  const bytes = opened.reduce((n, h) => n + h.record.nbytes, 0)
+  try {
+    const out = type === NPZ_TYPE ? toNpz(resolved) : { type: JSON_TYPE, body: Readable.from(jsonChunks(resolved)) }
+    out.body.once('close', closeAll)
+    return { ...out, tensors: opened.length, bytes }
+  } catch (err) {
+    closeAll()
+    throw err
+  }
+}
+
+/** Whose request this is: only segments with this instance's prefix and this owner can be read. */
+export interface Caller { prefix: string, owner: string | null }
+
+function check (service: SegmentService, ref: DescriptorRef, { prefix, owner }: Caller) {
+  const record = service.get(checkSegmentName(ref.name, prefix, `${ref.field}.name`), owner, `${ref.field}.name`)
+  const dtype = parseDtype(ref.dtype)
+  if (dtype?.name !== record.dtype.name) throw new errors.SpecMismatch(`${ref.field}.dtype: "${ref.dtype}" is not the segment's ${record.dtype.name}`)
+  if (ref.shape.join(',') !== record.shape.join(',')) throw new errors.SpecMismatch(`${ref.field}.shape: (${ref.shape.join(', ')}) is not the segment's (${record.shape.join(', ')})`)
+  if (ref.nbytes !== undefined && ref.nbytes !== record.nbytes) throw new errors.SpecMismatch(`${ref.field}.nbytes: ${ref.nbytes} is not the segment's ${record.nbytes}`)
+  return record
+}
+
+function toNpz (resolved: Resolved[]): { type: string, length: number, body: Readable } {
+  const members: NpzEntry[] = []
+  const passthrough: Record<string, JsonValue> = {}
+  const member = (name: string, h: Handle): NpzEntry => ({
+    name, dtype: h.record.dtype, shape: h.record.shape, nbytes: h.record.nbytes, open: () => readRange(h.fd, 0, h.record.nbytes)
+  })
+  for (const r of resolved) {
+    if (r.kind === 'value') { passthrough[r.key] = r.value; continue }
+    if (!NPZ_KEY.test(r.key) || r.key === PASSTHROUGH_MEMBER) throw new errors.InvalidDescriptor(`${r.key}: a tensor key must match ${NPZ_KEY.source} (and not be ${PASSTHROUGH_MEMBER}) to name an NPZ member`)
+    if (r.kind === 'tensor') members.push(member(r.key, r.handle))
+    else r.handles.forEach((h, i) => members.push(member(`${r.key}.${i}`, h)))
+  }
+  const json = Buffer.from(stringify(passthrough))
+  const uint8 = parseDtype('uint8')
+  if (uint8 === undefined) throw new Error('uint8 must parse')
+  members.push({ name: PASSTHROUGH_MEMBER, dtype: uint8, shape: [json.length], nbytes: json.length, open: () => [json] })
+  return { type: NPZ_TYPE, length: npzSize(members), body: npzStream(members) }
+}
+
+async function * jsonChunks (resolved: Resolved[]): AsyncGenerator<string> {
+  const tensor = async function * (h: Handle): AsyncGenerator<string> {
+    const { shape, dtype, nbytes } = h.record
+    yield `{"shape":${JSON.stringify(shape)},"dtype":${JSON.stringify(dtype.name)},"data":"`
+    // Chunks are multiples of 3 bytes, so their base64 concatenates into the base64 of the whole.
+    for await (const chunk of readRange(h.fd, 0, nbytes)) yield chunk.toString('base64')
+    yield '"}'
+  }
+  let sep = '{'
+  for (const r of resolved) {
+    yield `${sep}${JSON.stringify(r.key)}:`
+    sep = ','
+    if (r.kind === 'value') yield stringify(r.value)
+    else if (r.kind === 'tensor') yield * tensor(r.handle)
+    else {
+      for (const [i, h] of r.handles.entries()) { yield i === 0 ? '[' : ','; yield * tensor(h) }
+      yield ']'
+    }
+  }
+  yield sep === '{' ? '{}' : '}'
+}
+
+/** JSON.stringify, except that integers past 2^53 keep every digit. Depth is bounded by the dict limits. */
+export function stringify (v: JsonValue): string {
+  if (v instanceof BigIntText) return v.digits
+  if (Array.isArray(v)) return `[${v.map(stringify).join(',')}]`
+  if (v !== null && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}:${stringify(x)}`).join(',')}}`
+  return JSON.stringify(v)
+}

@@ -1,0 +1,140 @@
+import { errors } from './errors.js'
+import { PickleInvalid, PickleRefused, PyDict, PyTuple, ShmObject, looksLikePickle, parsePickle, type PyValue } from './pickle.js'
+
+/** What a descriptor dict says about one tensor, before anything is checked against the registry. */
+export interface DescriptorRef { field: string, name: string, shape: number[], dtype: string, nbytes?: number }
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue } | BigIntText
+
+/** An integer too large for a double, written into JSON digit for digit. */
+export class BigIntText { constructor (readonly digits: string) {} }
+
+export type Entry =
+  | { key: string, kind: 'tensor', ref: DescriptorRef }
+  | { key: string, kind: 'tensors', refs: DescriptorRef[] }
+  | { key: string, kind: 'value', value: JsonValue }
+
+export interface DictLimits { maxKeys: number, maxListLength: number, maxDepth: number, maxBytes: number }
+
+/** A JSON descriptor dict: `{key: {name, shape, dtype} | [{...}, ...] | anything}`. */
+export function entriesFromJson (body: unknown, limits: DictLimits): Entry[] {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new errors.InvalidDescriptor('body: a descriptor dict must be a JSON object')
+  const keys = Object.keys(body)
+  checkCount('body', keys.length, limits.maxKeys, 'keys')
+  return keys.map((key) => classify(key, (body as Record<string, unknown>)[key], limits, fromJsonDescriptor, (v) => jsonValue(v, key, 1, limits)))
+}
+
+/** A pickled descriptor dict, or NOS's dict of per-key pickles; nothing in it is executed. */
+export function entriesFromPickle (data: Buffer, limits: DictLimits): Entry[] {
+  const root = unpickle(data, 'body', limits)
+  if (!(root instanceof PyDict)) throw new errors.InvalidDescriptor('body: the pickle must hold a dict')
+  checkCount('body', root.entries.length, limits.maxKeys, 'keys')
+  return root.entries.map(([k, raw]) => {
+    if (typeof k !== 'string') throw new errors.InvalidDescriptor('body: descriptor dict keys must be str')
+    const v = raw instanceof Buffer && looksLikePickle(raw) ? unpickle(raw, k, limits) : raw
+    return classify(k, v, limits, (x, field) => x instanceof ShmObject ? fromShmState(x.state, field) : undefined, (x) => pyToJson(x, k, 1, limits))
+  })
+}
+
+type AsRef = (value: unknown, field: string) => DescriptorRef | undefined
+
+function classify (key: string, value: unknown, limits: DictLimits, asRef: AsRef, passthrough: (v: unknown) => JsonValue): Entry {
+  const ref = asRef(value, key)
+  if (ref !== undefined) return { key, kind: 'tensor', ref }
+  const items = Array.isArray(value) ? value : value instanceof PyTuple ? value.items : undefined
+  if (items !== undefined && items.length > 0) {
+    const refs = items.map((item, i) => asRef(item, `${key}[${i}]`))
+    if (refs.every((r) => r !== undefined)) {
+      checkCount(key, refs.length, limits.maxListLength, 'items')
+      return { key, kind: 'tensors', refs: refs as DescriptorRef[] }
+    }
+    if (refs.some((r) => r !== undefined)) throw new errors.InvalidDescriptor(`${key}: a list mixes descriptors with other values`)
+  }
+  return { key, kind: 'value', value: passthrough(value) }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+function fromJsonDescriptor (value: unknown, field: string): DescriptorRef | undefined {
+  if (!isObject(value) || !('name' in value) || !('shape' in value) || !('dtype' in value)) return undefined
+  return checkRef(field, value.name, value.shape, value.dtype, value.nbytes)
+}
+
+function fromShmState (state: PyValue, field: string): DescriptorRef {
+  if (!(state instanceof PyDict)) throw new errors.InvalidDescriptor(`${field}: a SharedMemoryNumpyObject's state must be a dict`)
+  const get = (k: string) => state.entries.find(([key]) => key === k)?.[1]
+  const shape = get('shape')
+  return checkRef(field, get('name'), shape instanceof PyTuple ? shape.items : shape, get('dtype'), undefined)
+}
+
+function checkRef (field: string, name: unknown, shape: unknown, dtype: unknown, nbytes: unknown): DescriptorRef {
+  if (typeof name !== 'string') throw new errors.InvalidDescriptor(`${field}.name must be a string`)
+  if (typeof dtype !== 'string') throw new errors.InvalidDescriptor(`${field}.dtype must be a string`)
+  if (!Array.isArray(shape)) throw new errors.InvalidDescriptor(`${field}.shape must be a list of integers`)
+  shape.forEach((d, i) => { if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) throw new errors.InvalidDescriptor(`${field}.shape[${i}] must be a non-negative integer`) })
+  if (nbytes !== undefined && (typeof nbytes !== 'number' || !Number.isSafeInteger(nbytes))) throw new errors.InvalidDescriptor(`${field}.nbytes must be an integer`)
+  return { field, name, shape: shape as number[], dtype, ...(nbytes === undefined ? {} : { nbytes: nbytes as number }) }
+}
+
+function checkCount (field: string, n: number, max: number, what: string): void {
+  if (n > max) throw new errors.LimitExceeded(`${field}: ${n} ${what}, at most ${max} are allowed`)
+}
+
+function checkDepth (field: string, depth: number, limits: DictLimits): void {
+  if (depth > limits.maxDepth) throw new errors.LimitExceeded(`${field}: nested deeper than ${limits.maxDepth} levels`)
+}
+
+function jsonValue (v: unknown, field: string, depth: number, limits: DictLimits): JsonValue {
+  if (Array.isArray(v)) {
+    checkDepth(field, depth, limits)
+    checkCount(field, v.length, limits.maxListLength, 'items')
+    return v.map((x, i) => jsonValue(x, `${field}[${i}]`, depth + 1, limits))
+  }
+  if (isObject(v)) {
+    checkDepth(field, depth, limits)
+    const keys = Object.keys(v)
+    checkCount(field, keys.length, limits.maxKeys, 'keys')
+    return Object.fromEntries(keys.map((k) => [k, jsonValue(v[k], `${field}.${k}`, depth + 1, limits)]))
+  }
+  return v as JsonValue
+}
+
+/** Python values as Python's json module would write them; bytes become {"__bytes__": base64}. */
+function pyToJson (v: unknown, field: string, depth: number, limits: DictLimits): JsonValue {
+  if (v === null || typeof v === 'boolean' || typeof v === 'string') return v
+  if (typeof v === 'number') return Number.isFinite(v) ? v : String(v)
+  if (typeof v === 'bigint') return new BigIntText(v.toString())
+  if (v instanceof Buffer) return { __bytes__: v.toString('base64') }
+  if (v instanceof ShmObject) return pyToJson(v.state, field, depth, limits)
+  checkDepth(field, depth, limits)
+  const items = Array.isArray(v) ? v : v instanceof PyTuple ? v.items : undefined
+  if (items !== undefined) {
+    checkCount(field, items.length, limits.maxListLength, 'items')
+    return items.map((x, i) => pyToJson(x, `${field}[${i}]`, depth + 1, limits))
+  }
+  if (v instanceof PyDict) {
+    checkCount(field, v.entries.length, limits.maxKeys, 'keys')
+    const out: Record<string, JsonValue> = {}
+    for (const [k, x] of v.entries) {
+      const name = typeof k === 'string' ? k : k === null ? 'null' : typeof k === 'number' || typeof k === 'bigint' || typeof k === 'boolean' ? String(k) : undefined
+      if (name === undefined) throw new errors.InvalidDescriptor(`${field}: dict keys must be str, int, float, bool or None`)
+      out[name] = pyToJson(x, `${field}.${name}`, depth + 1, limits)
+    }
+    return out
+  }
+  throw new errors.InvalidDescriptor(`${field}: a value of an unsupported type`)
+}
+
+function unpickle (data: Buffer, field: string, limits: DictLimits): PyValue {
+  try {
+    return parsePickle(data, { maxBytes: limits.maxBytes, maxDepth: limits.maxDepth + 2 })
+  } catch (err) {
+    if (err instanceof PickleRefused) throw new errors.PickleRefused(`${field}: ${err.message}`)
+    if (err instanceof PickleInvalid) {
+      if (err.limit === 'maxDepth') throw new errors.LimitExceeded(`${field}: nested deeper than ${limits.maxDepth} levels`)
+      if (err.limit !== undefined) throw new errors.LimitExceeded(`${field}: ${err.message}`)
+      throw new errors.InvalidPickle(`${field}: ${err.message}`)
+    }
+    throw err
+  }
+}

@@ -1,0 +1,93 @@
+import { Readable } from 'node:stream'
+import { readRange, writeAt } from '../../native/io.js'
+import { parseDtype } from './dtype.js'
+import { errors } from './errors.js'
+import { NpyHeaderError, npyHeader, parseNpyHeader } from './npy.js'
+import type { SegmentRecord } from './registry.js'
+import type { Handle, SegmentService } from './segments.js'
+
+export const NPY = 'application/x-npy'
+export const RAW = 'application/octet-stream'
+const MAX_PREAMBLE = 1 << 20
+
+export interface TensorBody { type: string, length: number, body: Readable }
+
+/** Streams a tensor out of its segment from its own fd, in constant memory; the fd closes however the stream ends. */
+export function readTensor (service: SegmentService, record: SegmentRecord, type: string): TensorBody {
+  const handle = service.open(record, false)
+  const header = type === NPY ? npyHeader(record.dtype, record.shape) : Buffer.alloc(0)
+  async function * chunks (): AsyncGenerator<Buffer> {
+    try {
+      if (header.length > 0) yield header
+      yield * readRange(handle.fd, 0, record.nbytes)
+    } finally {
+      handle.close()
+    }
+  }
+  return { type, length: header.length + record.nbytes, body: Readable.from(chunks(), { objectMode: false }) }
+}
+
+/**
+ * Writes a request body into a segment. Every check that can refuse the upload (length, npy header) runs
+ * before the first byte is written.
+ */
+export async function writeTensor (service: SegmentService, record: SegmentRecord, type: string, length: number, body: AsyncIterable<Buffer>): Promise<number> {
+  const iterator = body[Symbol.asyncIterator]()
+  let first: Buffer = Buffer.alloc(0)
+  if (type === NPY) {
+    first = await readPreamble(record, iterator, length)
+  } else if (length !== record.nbytes) {
+    throw new errors.LengthMismatch(`Content-Length: ${length} bytes, but segment "${record.name}" holds ${record.nbytes}`)
+  }
+  const handle = service.open(record, true)
+  try {
+    return await copyInto(handle, first, iterator)
+  } finally {
+    handle.close()
+  }
+}
+
+async function copyInto (handle: Handle, first: Buffer, iterator: AsyncIterator<Buffer>): Promise<number> {
+  const { fd, record } = handle
+  let position = 0
+  if (first.length > 0) {
+    await writeAt(fd, first, 0)
+    position = first.length
+  }
+  for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+    if (position + next.value.length > record.nbytes) throw new errors.LengthMismatch(`body: more than the segment's ${record.nbytes} bytes`)
+    await writeAt(fd, next.value, position)
+    position += next.value.length
+  }
+  if (position !== record.nbytes) throw new errors.LengthMismatch(`body: ${position} of ${record.nbytes} bytes arrived`)
+  return position
+}
+
+/** Reads until the npy preamble is complete, checks it against the registered spec, returns the data bytes read with it. */
+async function readPreamble (record: SegmentRecord, iterator: AsyncIterator<Buffer>, length: number): Promise<Buffer> {
+  let buf: Buffer = Buffer.alloc(0)
+  for (;;) {
+    let header
+    try {
+      header = parseNpyHeader(buf)
+    } catch (err) {
+      if (err instanceof NpyHeaderError) throw new errors.InvalidNpy(`body: ${err.message}`)
+      throw err
+    }
+    if (header !== undefined) {
+      const dtype = parseDtype(header.descr)
+      const field = 'body: the npy header\'s'
+      if (dtype?.name !== record.dtype.name) throw new errors.SpecMismatch(`${field} dtype "${header.descr}" is not the segment's ${record.dtype.name}`)
+      if (header.fortranOrder) throw new errors.SpecMismatch(`${field} fortran_order is True; the segment holds C order`)
+      if (header.shape.join(',') !== record.shape.join(',')) throw new errors.SpecMismatch(`${field} shape (${header.shape.join(', ')}) is not the segment's (${record.shape.join(', ')})`)
+      if (length !== header.headerLength + record.nbytes) {
+        throw new errors.LengthMismatch(`Content-Length: ${length} bytes, but an npy of this tensor is ${header.headerLength + record.nbytes}`)
+      }
+      return buf.subarray(header.headerLength)
+    }
+    if (buf.length > MAX_PREAMBLE) throw new errors.InvalidNpy('body: the npy header is over 1 MiB')
+    const next = await iterator.next()
+    if (next.done === true) throw new errors.InvalidNpy('body: the body ended inside the npy header')
+    buf = Buffer.concat([buf, next.value])
+  }
+}
