@@ -43,3 +43,10 @@ export async function writeAt (fd: number, data: Uint8Array, position: number): 
     off += bytesWritten
   }
 }
+
+const ZEROS = Buffer.alloc(CHUNK)
+
+/** Overwrites [0, size) with zeros through pwrite: pages that exist are reused, none is mapped. */
+export async function zeroFill (fd: number, size: number): Promise<void> {
+  for (let at = 0; at < size; at += CHUNK) await writeAt(fd, ZEROS.subarray(0, Math.min(CHUNK, size - at)), at)
+}

@@ -60,7 +60,7 @@ export const fchmod = libc.func('int fchmod(int fd, uint32_t mode)') as Fn<[numb
 export const fchown = libc.func('int fchown(int fd, uint32_t owner, uint32_t group)') as Fn<[number, number, number], number>
 export const fstat = libc.func('int fstat(int fd, _Out_ tshm_stat *buf)') as Fn<[number, Partial<RawStat>], number>
 export const close = libc.func('int close(int fd)') as Fn<[number], number>
-export const rename = libc.func('int rename(const char *oldpath, const char *newpath)') as Fn<[string, string], number>
+export const renameat2 = libc.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)') as Fn<[number, string, number, string, number], number>
 // posix_fallocate returns the error number instead of setting errno.
 export const posix_fallocate = libc.func('int posix_fallocate(int fd, int64_t offset, int64_t len)') as Fn<[number, number, number], number>
 
@@ -72,5 +72,7 @@ export const O_RDONLY = 0
 export const O_RDWR = 2
 export const O_CREAT = 0o100
 export const O_EXCL = 0o200
+export const AT_FDCWD = -100
+export const RENAME_NOREPLACE = 1
 export const LOCK_EX = 2
 export const LOCK_NB = 4

@@ -78,11 +78,14 @@ export function stat (fd: number): Stat {
   }
 }
 
-/** Moves a segment to a new name; both live in SHM_DIR. Fails with ENOENT if the old name is gone. */
+/**
+ * Moves a segment to a new name in SHM_DIR, never over an existing file (RENAME_NOREPLACE: EEXIST instead).
+ * Fails with ENOENT if the old name is gone.
+ */
 export function rename (from: string, to: string): void {
   shmPath(from)
   shmPath(to)
-  check('rename', libc.rename(`${SHM_DIR}/${from}`, `${SHM_DIR}/${to}`))
+  check('renameat2', libc.renameat2(libc.AT_FDCWD, `${SHM_DIR}/${from}`, libc.AT_FDCWD, `${SHM_DIR}/${to}`, libc.RENAME_NOREPLACE))
 }
 
 /**

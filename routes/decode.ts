@@ -24,6 +24,7 @@ const decodeRoute: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags: ['decode'],
       summary: 'Decode a descriptor dict into tensors',
+      operationId: 'decode',
       description: `The body is a descriptor dict as JSON, or as a Python pickle (\`${PICKLE}\`, protocols 2-5) whose tensor values are \`nos.common.shm.SharedMemoryNumpyObject\` (NOS's \`SharedMemoryDataDict.encode\`), including NOS's dict of per-key pickles. The pickle reader executes nothing and allows only that class and plain data. Only segments this instance created can be read. The answer follows \`Accept\`: \`${JSON_TYPE}\` (default) gives each tensor as \`{shape, dtype, data}\` and other values as they came (bytes from a pickle as \`{"__bytes__": base64}\`); \`${NPZ_TYPE}\` gives an archive that \`numpy.load\` opens, one member per tensor (\`key\`, list items \`key.0\`, \`key.1\`, ...) and the non-tensor values as UTF-8 JSON in the uint8 member \`${PASSTHROUGH_MEMBER}\` (\`json.loads(z["${PASSTHROUGH_MEMBER}"].tobytes())\`). Both are streamed.`,
       body: DescriptorDictSchema,
       consumes: [JSON_TYPE, PICKLE],
@@ -35,7 +36,7 @@ const decodeRoute: FastifyPluginAsyncTypebox = async (fastify) => {
             [NPZ_TYPE]: { schema: Type.String({ format: 'binary' }) }
           }
         },
-        ...errorResponses('InvalidJson', 'InvalidDescriptor', 'InvalidPickle', 'InvalidName', 'LimitExceeded', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone', 'BodyTooLarge', 'UnsupportedMediaType', 'SpecMismatch', 'PickleRefused')
+        ...errorResponses('InvalidRequest', 'InvalidJson', 'InvalidDescriptor', 'InvalidPickle', 'InvalidName', 'LimitExceeded', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone', 'BodyTooLarge', 'UnsupportedMediaType', 'SpecMismatch', 'PickleRefused')
       }
     },
     // The body schema documents the JSON form; both encodings are checked by the descriptor readers.

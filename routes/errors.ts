@@ -8,7 +8,7 @@ export const ErrorSchema = Type.Object({
   message: Type.String({ description: 'What went wrong, naming the field at fault.' })
 }, { $id: 'Error', title: 'Error' })
 
-const common: ErrorName[] = ['InvalidRequest', 'Internal']
+const common: ErrorName[] = ['Internal']
 
 /** Response entries for a route's possible errors, grouped by status, each listing its codes. */
 export function errorResponses (...names: ErrorName[]): Record<number, unknown> {

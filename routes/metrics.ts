@@ -7,6 +7,7 @@ const metrics: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags: ['metrics'],
       summary: 'Prometheus metrics',
+      operationId: 'metrics',
       description: 'The Prometheus text format: segments, bytes, allocations and their rate, releases by reason, leaks by kind, reclaims, quota rejections, /dev/shm capacity, decode and transfer volumes and durations, HTTP durations by route pattern, and the process metrics.',
       response: { 200: { description: 'Prometheus text exposition format.', content: { 'text/plain': { schema: Type.String() } } } }
     }

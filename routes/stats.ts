@@ -39,7 +39,8 @@ const stats: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags: ['metrics'],
       summary: 'The metrics as JSON, for people',
-      response: { 200: StatsSchema, ...errorResponses() }
+      operationId: 'stats',
+      response: { 200: { ...StatsSchema, description: 'Counts, leaks, capacity and limits.' }, ...errorResponses() }
     }
   }, async () => {
     const leaks = metrics.leaks()

@@ -13,7 +13,7 @@ const v1: FastifyPluginAsync = async (fastify) => {
   fastify.addHook('onRoute', (route) => {
     const schema = (route.schema ??= {}) as { security?: unknown, response?: Record<number, unknown> }
     schema.security = [{ bearerAuth: [] }]
-    schema.response = { ...errorResponses('Unauthorized', 'RateLimited', 'Overloaded'), ...schema.response }
+    schema.response = { ...errorResponses('Unauthorized', 'RateLimited', 'Overloaded', 'ShuttingDown'), ...schema.response }
   })
   fastify.addHook('onRequest', fastify.authenticate)
   const { rateLimit: perSecond } = fastify.config

@@ -17,5 +17,5 @@ fi
 
 python3 -c 'import numpy, pytest' 2>/dev/null || { echo "install-test-deps: python3 needs numpy and pytest" >&2; exit 1; }
 if [ -d clients/python ]; then
-  python3 -m pip install --quiet --disable-pip-version-check ./clients/python
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore ./clients/python
 fi

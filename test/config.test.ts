@@ -22,6 +22,8 @@ t.test('defaults', async (t) => {
     maxTotalBytes: 0,
     maxSegmentsPerNamespace: 1024,
     reserve: true,
+    poolBytes: 256 * 2 ** 20,
+    poolIdleMs: 60_000,
     stateDir: '/dev/shm/.tensorshm/nos_psm_',
     apiKeys: [],
     allowInsecureBind: false,

@@ -97,6 +97,10 @@ t.test('rename moves a segment to a new name and keeps the inode', async (t) => 
   t.equal(presence(from.name, from), 'missing')
   t.throws(() => shm.rename(from.name, fresh()), { code: 'ENOENT' })
   t.throws(() => shm.rename(to, '../x'), { code: 'EINVAL' })
+  const other = await createSegment(fresh(), { size: 8, mode: 0o600, reserve: false })
+  t.throws(() => shm.rename(to, other.name), { code: 'EEXIST', syscall: 'renameat2' }, 'never over an existing file')
+  t.equal(presence(other.name, other), 'present')
+  shm.unlink(other.name)
   shm.unlink(to)
 })
 

@@ -38,7 +38,7 @@ t.test('after SIGKILL and a restart, every live segment is known again with its 
   const before = (await call(a, 'GET', '/v1/segments')).body.segments as Array<Record<string, unknown>>
   a.child.kill('SIGKILL')
   t.equal(await a.exited, 'SIGKILL')
-  t.equal(shmFiles(prefix).length, 4, 'nothing was unlinked by the kill')
+  t.equal(shmFiles(prefix).length, 5, 'nothing was unlinked by the kill: 4 live segments, 1 released and kept for reuse')
 
   shm.unlink(names('gone')[0] ?? '')
   const b = await start(t, env)
@@ -51,6 +51,7 @@ t.test('after SIGKILL and a restart, every live segment is known again with its 
   t.match(metrics, /tensorshm_releases_total\{reason="vanished"\} 1/, 'the vanished record was dropped and counted')
   t.match(metrics, /tensorshm_segments 3/)
   t.match(b.log(), /"recovered":3,"vanished":1/)
+  t.same(shmFiles(prefix).sort(), after.map((x) => x.name).sort(), 'the file kept for reuse did not outlive its process')
   b.child.kill('SIGTERM')
   t.equal(await b.exited, 0)
   t.same(shmFiles(prefix), [], 'a graceful stop after the restart releases them')

@@ -118,17 +118,22 @@ print(json.dumps(out))
 
 t.test('releasing a namespace works on / boundaries', async (t) => {
   const app = await build(t, env)
+  const names: Record<string, string> = {}
   for (const ns of ['ns/a', 'ns/a/x', 'ns/a/x/y', 'ns/ab', 'ns/b']) {
     const r = await app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace: ns, tensors: { k: { shape: [4], dtype: 'uint8' } } } })
     t.equal(r.statusCode, 201)
+    names[ns] = r.json().segments.k.name
   }
   const released = await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=ns/a' })
   t.same(released.json(), { released: 3 })
   const left = (await app.inject({ url: '/v1/segments?namespace=ns' })).json().segments.map((s: { namespace: string }) => s.namespace).sort()
   t.same(left, ['ns/ab', 'ns/b'])
   t.same((await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=ns/a' })).json(), { released: 0 })
+  const files = shmFiles(prefix)
+  t.same(['ns/a', 'ns/a/x', 'ns/a/x/y', 'ns/ab', 'ns/b'].map((ns) => files.includes(names[ns] ?? '')), [false, false, false, true, true], 'released names are gone from /dev/shm')
   t.same((await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=ns' })).json(), { released: 2 })
-  t.same(shmFiles(prefix), [])
+  t.same(shmFiles(prefix).filter((f) => Object.values(names).includes(f)), [])
+  t.equal(shmFiles(prefix).length, app.segments.pool.count, 'what remains is kept for reuse, and counted')
 })
 
 t.test('duplicates, unknown and malformed names', async (t) => {

@@ -21,11 +21,12 @@ const data: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'Read a tensor',
+      operationId: 'readTensor',
       description: 'Streams the tensor in constant memory: `application/x-npy` (default; `numpy.load` opens it) or `application/octet-stream` (C-order bytes; shape and dtype in `X-Tensor-Shape` and `X-Tensor-Dtype`).',
       params: NameParamsSchema,
       response: {
         200: binary('The tensor.'),
-        ...errorResponses('InvalidName', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone')
+        ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone')
       }
     }
   }, async (request, reply) => {
@@ -49,12 +50,13 @@ const data: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'Write a tensor',
+      operationId: 'writeTensor',
       description: 'Writes the whole tensor: `application/octet-stream` with exactly nbytes, or `application/x-npy` whose header matches the registered shape and dtype in C order. A Content-Length or header that does not match is refused before any byte is written.',
       params: NameParamsSchema,
       consumes: [RAW, NPY],
       response: {
         204: Type.Null({ description: 'Written.' }),
-        ...errorResponses('InvalidName', 'SegmentNotFound', 'LengthRequired', 'LengthMismatch', 'InvalidNpy', 'SpecMismatch', 'UnsupportedMediaType', 'SegmentTruncated', 'SegmentGone')
+        ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound', 'LengthRequired', 'LengthMismatch', 'InvalidNpy', 'SpecMismatch', 'UnsupportedMediaType', 'SegmentTruncated', 'SegmentGone')
       }
     }
   }, async (request, reply) => {

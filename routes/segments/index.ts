@@ -18,9 +18,10 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'Create segments for tensor specs',
+      operationId: 'createSegments',
       description: 'Creates one POSIX shared-memory segment per TensorSpec, all or nothing: when any fails, none remain.',
       body: CreateSegmentsBodySchema,
-      response: { 201: CreateSegmentsReplySchema, ...errorResponses('InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NamespaceForbidden', 'QuotaExceeded', 'InsufficientStorage', 'ShuttingDown') }
+      response: { 201: { ...CreateSegmentsReplySchema, description: 'Created: one descriptor per spec, in the same shape of dict.' }, ...errorResponses('InvalidRequest', 'InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NamespaceForbidden', 'QuotaExceeded', 'InsufficientStorage', 'ShuttingDown') }
     }
   }, async (request, reply) => {
     const result = await service.create(request.body, request.owner)
@@ -31,9 +32,10 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'List segments',
+      operationId: 'listSegments',
       description: 'Lists the segments of a namespace and of its sub-namespaces (`a` covers `a/x`, never `ab`), or all of them.',
       querystring: OptionalNamespaceQuerySchema,
-      response: { 200: ListReplySchema, ...errorResponses() }
+      response: { 200: { ...ListReplySchema, description: 'The caller\'s segments in the namespace and below it.' }, ...errorResponses('InvalidRequest') }
     }
   }, async (request) => ({ segments: service.list(request.query.namespace, request.owner).map(toInfo) }))
 
@@ -41,9 +43,10 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'Describe one segment',
+      operationId: 'getSegment',
       description: 'The descriptor, its namespace and key, when it was created, and whether its file is still on /dev/shm.',
       params: NameParamsSchema,
-      response: { 200: SegmentStatusSchema, ...errorResponses('InvalidName', 'SegmentNotFound') }
+      response: { 200: { ...SegmentStatusSchema, description: 'The segment.' }, ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound') }
     }
   }, async (request) => {
     const record = lookup(request.params.name, request.owner)
@@ -54,8 +57,10 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'Release one segment',
+      operationId: 'releaseSegment',
+      description: 'Its name disappears from /dev/shm at once; the file is unlinked, or kept under another name for reuse by the same client (TENSORSHM_POOL_BYTES).',
       params: NameParamsSchema,
-      response: { 204: Type.Null({ description: 'Released: the file is unlinked.' }), ...errorResponses('InvalidName', 'SegmentNotFound') }
+      response: { 204: Type.Null({ description: 'Released.' }), ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound') }
     }
   }, async (request, reply) => {
     service.release(lookup(request.params.name, request.owner).name, 'client', request.owner)
@@ -66,9 +71,10 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'Release a namespace',
+      operationId: 'releaseNamespace',
       description: 'Releases every segment of the namespace and of its sub-namespaces, on `/` boundaries.',
       querystring: NamespaceQuerySchema,
-      response: { 200: ReleasedReplySchema, ...errorResponses() }
+      response: { 200: { ...ReleasedReplySchema, description: 'How many were released.' }, ...errorResponses('InvalidRequest') }
     }
   }, async (request) => ({ released: service.releaseNamespace(request.query.namespace, 'client', request.owner) }))
 
@@ -76,9 +82,10 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags,
       summary: 'Renew a namespace\'s leases',
+      operationId: 'renew',
       description: 'Extends the lease of every segment in the namespace and its sub-namespaces: by `ttl_seconds` if given (which then becomes their TTL), else by each segment\'s own TTL.',
       body: RenewBodySchema,
-      response: { 200: RenewReplySchema, ...errorResponses('InvalidJson', 'BodyTooLarge', 'UnsupportedMediaType') }
+      response: { 200: { ...RenewReplySchema, description: 'Renewed.' }, ...errorResponses('InvalidRequest', 'InvalidJson', 'BodyTooLarge', 'UnsupportedMediaType') }
     }
   }, async (request) => {
     const renewed = service.renew(request.body.namespace, request.body.ttl_seconds, request.owner)

@@ -52,7 +52,7 @@ export const SegmentStatusSchema = Type.Object({
   present: Type.Boolean({ description: 'Whether the file is still on /dev/shm under this name (and is still the one created).' })
 }, { title: 'SegmentStatus' })
 
-export const TtlSchema = Type.Integer({ minimum: 0, maximum: MAX_TTL, description: 'Lease in seconds; 0 means no expiry. Default: TENSORSHM_DEFAULT_TTL.' })
+export const TtlSchema = Type.Integer({ minimum: 0, maximum: MAX_TTL, description: 'Lease in seconds; 0 means no expiry. Default: TENSORSHM_DEFAULT_TTL.', examples: [600] })
 
 export const CreateSegmentsBodySchema = Type.Object({
   namespace: NamespaceSchema,
@@ -61,7 +61,8 @@ export const CreateSegmentsBodySchema = Type.Object({
     additionalProperties: false,
     minProperties: 1,
     maxProperties: 1024,
-    description: `Keys (${KEY_PATTERN}) to a TensorSpec or a list of them.`
+    description: `Keys (${KEY_PATTERN}) to a TensorSpec or a list of them.`,
+    examples: [{ images: [{ shape: [1, 480, 640, 3], dtype: 'uint8' }], mask: { shape: [480, 640], dtype: 'bool' } }]
   })
 }, { additionalProperties: false })
 

@@ -29,6 +29,8 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_ALLOCATION_RATE_WINDOW: Type.Number({ minimum: 1, maximum: 3600, default: 10, description: 'Seconds the allocation rate is averaged over.' }),
   TENSORSHM_MAX_TOTAL_BYTES: Bytes('Most bytes this instance holds in segments at once; 0 means only /dev/shm\'s size limits it.', '0'),
   TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE: Type.Integer({ minimum: 1, default: 1024, description: 'Most segments one namespace may hold.' }),
+  TENSORSHM_POOL_BYTES: Bytes('Bytes of released segments kept (renamed away, zeroed) for reuse by the same client with the same size; 0 turns recycling off.', '256MiB'),
+  TENSORSHM_POOL_IDLE: Type.Number({ minimum: 0, maximum: 86400, default: 60, description: 'Seconds a kept segment waits for reuse before it is unlinked.' }),
   TENSORSHM_RESERVE: Type.Boolean({ default: true, description: 'Back every segment\'s pages at creation (posix_fallocate), so that a full /dev/shm is a 507 here and not a SIGBUS in a client.' }),
   TENSORSHM_API_KEYS: Type.Optional(Type.String({ description: 'Comma-separated bearer keys (at least 16 characters each); when set, every /v1 route needs `Authorization: Bearer <key>`.' })),
   TENSORSHM_API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'A file with one key per line (blank lines and # comments ignored), read at start; adds to TENSORSHM_API_KEYS.' })),
@@ -62,6 +64,8 @@ export interface Config {
   maxTotalBytes: number
   maxSegmentsPerNamespace: number
   reserve: boolean
+  poolBytes: number
+  poolIdleMs: number
   stateDir: string
   apiKeys: string[]
   allowInsecureBind: boolean
@@ -195,6 +199,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     maxTotalBytes: parseBytes('TENSORSHM_MAX_TOTAL_BYTES', raw.TENSORSHM_MAX_TOTAL_BYTES),
     maxSegmentsPerNamespace: raw.TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE,
     reserve: raw.TENSORSHM_RESERVE,
+    poolBytes: parseBytes('TENSORSHM_POOL_BYTES', raw.TENSORSHM_POOL_BYTES),
+    poolIdleMs: raw.TENSORSHM_POOL_IDLE * 1000,
     stateDir: raw.TENSORSHM_STATE_DIR ?? `${SHM_DIR}/.tensorshm/${raw.TENSORSHM_SEGMENT_PREFIX}`,
     apiKeys,
     allowInsecureBind: raw.TENSORSHM_ALLOW_INSECURE_BIND,

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { isSysError } from '../../native/errors.js'
 import { lockExclusive } from '../../native/shm.js'
 import { parseDtype } from './dtype.js'
+import type { PoolEntry } from './pool.js'
 import type { SegmentRecord } from './registry.js'
 
 /** A record as the journal keeps it: plain JSON (bigints as strings, the dtype by name). */
@@ -13,8 +14,12 @@ type Op =
   | { op: 'release', names: string[] }
   | { op: 'lease', leases: Array<[name: string, expiresAt: number | null, ttl: number]> }
   | { op: 'own', namespace: string, owner: string }
+  | { op: 'pool', entries: StoredPool[] }
+  | { op: 'unpool', names: string[] }
 
-export interface Replayed { records: SegmentRecord[], owners: Map<string, string>, skipped: number }
+interface StoredPool extends Omit<PoolEntry, 'ino' | 'dev'> { ino: string, dev: string }
+
+export interface Replayed { records: SegmentRecord[], owners: Map<string, string>, pooled: PoolEntry[], skipped: number }
 
 export class StateDirBusy extends Error {}
 
@@ -70,6 +75,7 @@ export class Journal {
   replay (): Replayed {
     const records = new Map<string, SegmentRecord>()
     const owners = new Map<string, string>()
+    const pooled = new Map<string, PoolEntry>()
     let skipped = 0
     const text = existsSync(this.#file) ? readFileSync(this.#file, 'utf8') : ''
     for (const line of text.split('\n')) {
@@ -89,15 +95,21 @@ export class Journal {
         for (const [name, expiresAt, ttl] of op.leases) { const r = records.get(name); if (r !== undefined) Object.assign(r, { expiresAt, ttl }) }
       } else if (op.op === 'own') {
         owners.set(op.namespace, op.owner)
+      } else if (op.op === 'pool') {
+        for (const e of op.entries) pooled.set(e.name, { ...e, ino: BigInt(e.ino), dev: BigInt(e.dev) })
+      } else if (op.op === 'unpool') {
+        for (const name of op.names) pooled.delete(name)
       }
     }
-    return { records: [...records.values()], owners, skipped }
+    return { records: [...records.values()], owners, pooled: [...pooled.values()], skipped }
   }
 
   created (records: SegmentRecord[]): void { this.#append({ op: 'create', records: records.map(store) }) }
   released (names: string[]): void { this.#append({ op: 'release', names }) }
   leased (records: SegmentRecord[]): void { this.#append({ op: 'lease', leases: records.map((r) => [r.name, r.expiresAt, r.ttl]) }) }
   owned (namespace: string, owner: string): void { this.#append({ op: 'own', namespace, owner }) }
+  pooled (entries: PoolEntry[]): void { this.#append({ op: 'pool', entries: entries.map((e) => ({ ...e, ino: e.ino.toString(), dev: e.dev.toString() })) }) }
+  unpooled (names: string[]): void { this.#append({ op: 'unpool', names }) }
 
   /** Rewrites the log as one snapshot of the live state (write, then rename: a crash leaves one or the other). */
   compact (records: Iterable<SegmentRecord>, owners: Map<string, string>): void {

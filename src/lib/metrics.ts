@@ -48,6 +48,14 @@ export function createMetrics (service: SegmentService, config: Config, log: Fas
   registry.registerMetric(leakedBytes)
   gauge('tensorshm_shm_size_bytes', 'Size of the /dev/shm file system.', () => capacity().total)
   gauge('tensorshm_shm_free_bytes', 'Free bytes on /dev/shm.', () => capacity().free)
+  gauge('tensorshm_pool_segments', 'Released segments kept for reuse.', () => service.pool.count)
+  gauge('tensorshm_pool_bytes', 'Bytes of the released segments kept for reuse.', () => service.pool.bytes)
+  const tally = (name: string, help: string, read: () => number) => {
+    let seen = 0
+    return new Counter({ ...on, name, help, collect () { const now = read(); this.inc(now - seen); seen = now } })
+  }
+  tally('tensorshm_pool_hits_total', 'Allocations served by a kept segment.', () => service.pool.hits)
+  tally('tensorshm_pool_misses_total', 'Allocations that found no kept segment of their size.', () => service.pool.misses)
   const rejections = new Counter({ ...on, name: 'tensorshm_quota_rejections_total', help: 'Create requests refused with 507, by reason.', labelNames: ['reason'] })
   const decodeBytes = new Counter({ ...on, name: 'tensorshm_decode_bytes_total', help: 'Tensor bytes sent by /v1/decode.' })
   const decodeSeconds = new Histogram({ ...on, name: 'tensorshm_decode_duration_seconds', help: 'Time to stream a /v1/decode answer.', buckets: SIZE_BUCKETS })

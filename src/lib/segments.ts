@@ -8,6 +8,7 @@ import { errors } from './errors.js'
 import type { Journal } from './journal.js'
 import { newSegmentName } from './names.js'
 import { namespaceRoot } from './namespace.js'
+import { SegmentPool } from './pool.js'
 import { checkQuota, plan, QuotaError, type CreateRequest, type Planned, type QuotaReason } from './plan.js'
 import { Registry, type SegmentRecord } from './registry.js'
 
@@ -41,6 +42,7 @@ export interface ServiceOptions {
 /** Segment lifecycle: policy over the registry, files through the native layer. Knows nothing of HTTP. */
 export class SegmentService extends EventEmitter<Events> {
   readonly registry = new Registry()
+  readonly pool: SegmentPool
   /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
   readonly #pending = new Set<string>()
   #pendingBytes = 0
@@ -56,13 +58,16 @@ export class SegmentService extends EventEmitter<Events> {
     super()
     this.#journal = options.journal
     this.#names = options.names ?? (() => newSegmentName(config.segmentPrefix))
+    this.pool = new SegmentPool(config.poolBytes, config.poolIdleMs, config.segmentPrefix, log, options.journal)
   }
 
   /** Takes back what the journal knows and is still on /dev/shm; returns the records whose files are gone. */
   recover (): SegmentRecord[] {
     if (this.#journal === undefined) return []
-    const { records, owners } = this.#journal.replay()
+    const { records, owners, pooled } = this.#journal.replay()
     for (const [root, owner] of owners) this.#owners.set(root, owner)
+    // A pool does not outlive its process: what was kept for reuse is unlinked (if it is still ours).
+    for (const e of pooled) if (presence(e.name, e) === 'present') unlinkQuietly(e.name)
     const vanished: SegmentRecord[] = []
     for (const r of records) {
       if (presence(r.name, r) === 'present') this.registry.add(r)
@@ -217,6 +222,7 @@ export class SegmentService extends EventEmitter<Events> {
     this.#closing = true
     const count = this.registry.count
     if (!this.config.keepOnShutdown) this.#unlink(this.list(), 'shutdown')
+    this.pool.trim(Date.now(), true)
     this.#journal?.close(this.registry.count === 0)
     return this.config.keepOnShutdown ? 0 : count
   }
@@ -226,8 +232,11 @@ export class SegmentService extends EventEmitter<Events> {
     for (const r of records) {
       this.registry.delete(r.name)
       try {
-        // Only a name whose inode is still ours is unlinked: a look-alike someone put there is not our file.
-        if (presence(r.name, r) === 'present') unlinkQuietly(r.name)
+        // Only a name whose inode is still ours is touched: a look-alike someone put there is not our file.
+        if (presence(r.name, r) !== 'present') continue
+        // A segment still being read keeps its pages through the reader's fd; it is never recycled under it.
+        if (reason !== 'shutdown' && !this.busy(r.name) && this.pool.put(r)) continue
+        unlinkQuietly(r.name)
       } catch (err) {
         this.log.warn({ err, segment: r.name }, 'could not unlink a released segment')
       }
@@ -258,7 +267,8 @@ export class SegmentService extends EventEmitter<Events> {
     for (let attempt = 0; ; attempt++) {
       const name = this.#names()
       try {
-        const created = await createSegment(name, { size, mode: this.config.segmentMode, owner: this.config.segmentOwner, reserve: this.config.reserve })
+        const created = (attempt === 0 ? await this.pool.take(SegmentPool.key(owner, namespace, size), name) : undefined) ??
+          await createSegment(name, { size, mode: this.config.segmentMode, owner: this.config.segmentOwner, reserve: this.config.reserve })
         const createdAt = Date.now()
         return {
           name,

@@ -17,6 +17,7 @@ export interface LeakScan {
 
 export function scan (service: SegmentService, prefix: string, now = Date.now()): LeakScan {
   const files = new Map(list(prefix).map((f) => [f.name, f]))
+  for (const name of service.pool.names()) files.delete(name)
   const expired: SegmentRecord[] = []
   const vanished: SegmentRecord[] = []
   for (const r of service.registry.values()) {
@@ -50,6 +51,7 @@ export class Sweeper {
   }
 
   sweep (now = Date.now()): { reclaimed: number, dropped: number } {
+    this.service.pool.trim(now)
     const { expired, vanished } = scan(this.service, this.prefix, now)
     this.service.forget(vanished, 'vanished')
     for (const r of expired) {
