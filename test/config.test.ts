@@ -1,5 +1,6 @@
 import t from 'tap'
-import { ConfigError, loadConfig } from '../src/lib/config.js'
+import { readFileSync } from 'node:fs'
+import { ConfigError, ConfigSchema, loadConfig } from '../src/lib/config.js'
 
 t.test('defaults', async (t) => {
   t.same(loadConfig({}), {
@@ -92,4 +93,15 @@ t.test('a bad value stops the start with a message that names the variable', asy
     t.throws(() => loadConfig({ [variable]: value }), { name: 'ConfigError', variable, message: new RegExp(`^${variable}: `) }, `${variable}=${value}`)
   }
   t.type(new ConfigError('X', 'y'), Error)
+})
+
+t.test('the README\'s configuration table lists every variable with its default', async (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  for (const [name, schema] of Object.entries(ConfigSchema.properties)) {
+    const def = (schema as { default?: unknown }).default
+    const row = `| \`${name}\` | ${def === undefined ? 'unset' : `\`${String(def)}\``} |`
+    t.ok(readme.includes(row), row)
+  }
+  const documented = [...readme.matchAll(/^\| `(TENSORSHM_[A-Z_]+)` \|/gm)].map((m) => m[1])
+  t.same(documented.sort(), Object.keys(ConfigSchema.properties).sort(), 'and nothing else')
 })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
-import { build, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { build, captureWarnings, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
 
 const prefix = suitePrefix('leases')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix }
@@ -37,10 +37,8 @@ t.test('ttl_seconds and the default TTL set the lease; 0 never expires', async (
 })
 
 t.test('the sweeper reclaims an abandoned segment once its lease runs out, and logs it', async (t) => {
-  const lines: string[] = []
   const app = await build(t, { ...env, TENSORSHM_SWEEP_INTERVAL: '0.1', TENSORSHM_LOG_LEVEL: 'warn' })
-  const warn = app.log.warn.bind(app.log)
-  app.log.warn = ((obj: unknown, msg?: string) => { lines.push(JSON.stringify(obj) + ' ' + String(msg)); warn(obj as object, msg) }) as typeof app.log.warn
+  const lines = captureWarnings(app)
   const dead = await post(app, 'client-dead/obj', { img: { shape: [2, 5], dtype: 'uint16' } }, { ttl_seconds: 1 })
   const kept = await post(app, 'client-alive/obj', { img: { shape: [4], dtype: 'uint8' } }, { ttl_seconds: 0 })
   const name = dead.json().segments.img.name as string

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import type { FastifyInstance } from 'fastify'
-import { build, checkNoLeftovers, suitePrefix } from './helpers/build.js'
+import { build, captureWarnings, checkNoLeftovers, suitePrefix } from './helpers/build.js'
 
 const prefix = suitePrefix('metrics')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600' }
@@ -74,10 +74,8 @@ t.test('the metrics move with create, release and expiry; no label carries a nam
 })
 
 t.test('a burst of variable-shape allocations moves the rate gauge and the exceeded counter, and warns naming the namespace', async (t) => {
-  const logs: string[] = []
   const app = await build(t, { ...env, TENSORSHM_LOG_LEVEL: 'warn', TENSORSHM_MAX_ALLOCATION_RATE: '2' })
-  const warn = app.log.warn.bind(app.log)
-  app.log.warn = ((obj: unknown, msg?: string) => { logs.push(JSON.stringify(obj) + ' ' + String(msg)); warn(obj as object, msg) }) as typeof app.log.warn
+  const logs = captureWarnings(app)
   for (let i = 0; i < 30; i++) {
     const r = await post(app, `burst/req-${i}`, { x: { shape: [i + 1, 3], dtype: 'float32' } })
     t.equal(r.statusCode, 201)

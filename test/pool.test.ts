@@ -128,4 +128,15 @@ t.test('the pool is bounded in bytes and in idle time, can be turned off, and em
   t.same(shmFiles(prefix), [], 'a stop leaves nothing kept')
 })
 
+t.test('a large release is renamed at once and unlinked on the thread pool', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_POOL_BYTES: '0' })
+  const name = await make(app, 'large/1', [32, 1024, 1024])
+  t.equal((await release(app, name)).statusCode, 204)
+  t.notOk(shmFiles(prefix).includes(name), 'the name is gone when DELETE answers')
+  t.equal([...app.segments.reaper.names()].length <= 1, true)
+  t.same((await app.inject({ url: '/v1/stats' })).json().leaked.orphan, { segments: 0, bytes: 0 }, 'a file being unlinked is not an orphan')
+  await app.segments.reaper.drain()
+  t.same(shmFiles(prefix), [])
+})
+
 checkNoLeftovers(t, prefix)

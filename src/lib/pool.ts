@@ -1,9 +1,9 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { zeroFill } from '../../native/io.js'
-import { unlinkQuietly } from '../../native/segment.js'
 import * as shm from '../../native/shm.js'
 import { newSegmentName } from './names.js'
 import { namespaceRoot } from './namespace.js'
+import type { Reaper } from './reaper.js'
 import type { SegmentRecord } from './registry.js'
 
 export interface PoolEntry extends shm.Identity { name: string, size: number, key: string }
@@ -33,7 +33,7 @@ export class SegmentPool {
   misses = 0
 
   constructor (private readonly maxBytes: number, private readonly idleMs: number, private readonly prefix: string,
-    private readonly log: FastifyBaseLogger, private readonly journal?: PoolJournal) {}
+    private readonly log: FastifyBaseLogger, private readonly reaper: Reaper, private readonly journal?: PoolJournal) {}
 
   static key (owner: string | null, namespace: string, size: number): string {
     return `${owner ?? ''}\0${namespaceRoot(namespace)}\0${size}`
@@ -122,7 +122,7 @@ export class SegmentPool {
   #drop (entry: Pooled): void {
     // Only our own inode is unlinked: a file someone put under the pool name since is not ours.
     try {
-      if (this.#intact(entry, false)) unlinkQuietly(entry.name)
+      if (this.#intact(entry, false)) this.reaper.discard(entry.name, entry.size)
     } catch (err) {
       this.log.warn({ err, segment: entry.name }, 'could not unlink a pooled segment')
     }

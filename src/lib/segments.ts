@@ -2,29 +2,25 @@ import { EventEmitter } from 'node:events'
 import type { FastifyBaseLogger } from 'fastify'
 import { isSysError } from '../../native/errors.js'
 import { createSegment, presence, unlinkQuietly, type Presence } from '../../native/segment.js'
-import { capacity, close, openVerified } from '../../native/shm.js'
+import { capacity } from '../../native/shm.js'
 import type { Config } from './config.js'
 import { errors } from './errors.js'
 import type { Journal } from './journal.js'
+import { Handles, type Handle } from './handles.js'
 import { newSegmentName } from './names.js'
-import { namespaceRoot } from './namespace.js'
+import { Owners } from './owners.js'
+import { Reaper } from './reaper.js'
 import { SegmentPool } from './pool.js'
 import { checkQuota, plan, QuotaError, type CreateRequest, type Planned, type QuotaReason } from './plan.js'
 import { Registry, type SegmentRecord } from './registry.js'
 
 export type { CreateRequest } from './plan.js'
+export type { Handle } from './handles.js'
 export type ReleaseReason = 'client' | 'expired' | 'shutdown' | 'vanished'
 
 export interface CreateResult {
   namespace: string
   segments: Record<string, SegmentRecord | SegmentRecord[]>
-}
-
-/** An open segment: its own fd, so a release (unlink) while it is read cannot take the data away. */
-export interface Handle {
-  record: SegmentRecord
-  fd: number
-  close: () => void
 }
 
 interface Events {
@@ -43,29 +39,30 @@ export interface ServiceOptions {
 export class SegmentService extends EventEmitter<Events> {
   readonly registry = new Registry()
   readonly pool: SegmentPool
+  readonly reaper: Reaper
   /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
   readonly #pending = new Set<string>()
   #pendingBytes = 0
-  /** Open handles per segment name: a segment being read or written is never recycled. */
-  readonly #inflight = new Map<string, number>()
+  readonly #handles = new Handles()
   readonly #journal: Journal | undefined
   readonly #names: () => string
-  /** Namespace roots (`<client_id>` of `<client_id>/<object_id>`) to the key that first used them. */
-  readonly #owners = new Map<string, string>()
+  readonly #owners: Owners
   #closing = false
 
   constructor (private readonly config: Config, private readonly log: FastifyBaseLogger, options: ServiceOptions = {}) {
     super()
     this.#journal = options.journal
     this.#names = options.names ?? (() => newSegmentName(config.segmentPrefix))
-    this.pool = new SegmentPool(config.poolBytes, config.poolIdleMs, config.segmentPrefix, log, options.journal)
+    this.reaper = new Reaper(config.segmentPrefix, log)
+    this.pool = new SegmentPool(config.poolBytes, config.poolIdleMs, config.segmentPrefix, log, this.reaper, options.journal)
+    this.#owners = new Owners(options.journal)
   }
 
   /** Takes back what the journal knows and is still on /dev/shm; returns the records whose files are gone. */
   recover (): SegmentRecord[] {
     if (this.#journal === undefined) return []
     const { records, owners, pooled } = this.#journal.replay()
-    for (const [root, owner] of owners) this.#owners.set(root, owner)
+    for (const [root, owner] of owners) this.#owners.map.set(root, owner)
     // A pool does not outlive its process: what was kept for reuse is unlinked (if it is still ours).
     for (const e of pooled) if (presence(e.name, e) === 'present') unlinkQuietly(e.name)
     const vanished: SegmentRecord[] = []
@@ -73,7 +70,7 @@ export class SegmentService extends EventEmitter<Events> {
       if (presence(r.name, r) === 'present') this.registry.add(r)
       else vanished.push(r)
     }
-    this.#journal.compact(this.registry.values(), this.#owners)
+    this.#journal.compact(this.registry.values(), this.#owners.map)
     if (vanished.length > 0) this.emit('released', vanished, 'vanished')
     return vanished
   }
@@ -85,7 +82,7 @@ export class SegmentService extends EventEmitter<Events> {
   async create (request: CreateRequest, owner: string | null = null): Promise<CreateResult> {
     if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
     const { namespace } = request
-    this.#claim(namespace, owner)
+    this.#owners.claim(namespace, owner)
     const planned = plan(request, this.config.maxSegmentBytes)
     const keys = Object.keys(request.tensors)
     for (const key of keys) {
@@ -142,39 +139,9 @@ export class SegmentService extends EventEmitter<Events> {
     capacity()
   }
 
-  /**
-   * Opens a registered segment for I/O, checking that the file is still ours and still long enough.
-   * A vanished file is 410 and the registry forgets it; a truncated one is 409 and stays registered.
-   */
+  /** Opens a registered segment for I/O (see Handles); a vanished one is forgotten on the way. */
   open (record: SegmentRecord, writable: boolean): Handle {
-    let opened
-    try {
-      opened = openVerified(record.name, record, writable)
-    } catch (err) {
-      if (!isSysError(err, 'ENOENT')) throw err
-      this.forget([record], 'vanished')
-      throw new errors.SegmentGone(`name: segment "${record.name}" was unlinked or replaced on /dev/shm`)
-    }
-    const { fd, stat } = opened
-    if (stat.size < record.nbytes) {
-      close(fd)
-      throw new errors.SegmentTruncated(`name: segment "${record.name}" holds ${stat.size} of its ${record.nbytes} bytes; someone truncated it`)
-    }
-    this.#inflight.set(record.name, (this.#inflight.get(record.name) ?? 0) + 1)
-    let open = true
-    const done = () => {
-      if (!open) return
-      open = false
-      close(fd)
-      const n = (this.#inflight.get(record.name) ?? 1) - 1
-      if (n === 0) this.#inflight.delete(record.name)
-      else this.#inflight.set(record.name, n)
-    }
-    return { record, fd, close: done }
-  }
-
-  busy (name: string): boolean {
-    return this.#inflight.has(name)
+    return this.#handles.open(record, writable, () => { this.forget([record], 'vanished') })
   }
 
   release (name: string, reason: ReleaseReason, owner?: string | null): SegmentRecord {
@@ -235,8 +202,8 @@ export class SegmentService extends EventEmitter<Events> {
         // Only a name whose inode is still ours is touched: a look-alike someone put there is not our file.
         if (presence(r.name, r) !== 'present') continue
         // A segment still being read keeps its pages through the reader's fd; it is never recycled under it.
-        if (reason !== 'shutdown' && !this.busy(r.name) && this.pool.put(r)) continue
-        unlinkQuietly(r.name)
+        if (reason !== 'shutdown' && !this.#handles.busy(r.name) && this.pool.put(r)) continue
+        this.reaper.discard(r.name, r.size)
       } catch (err) {
         this.log.warn({ err, segment: r.name }, 'could not unlink a released segment')
       }
@@ -248,19 +215,8 @@ export class SegmentService extends EventEmitter<Events> {
 
   #maybeCompact (): void {
     if (this.#journal !== undefined && this.#journal.lines > 1000 + 4 * this.registry.count) {
-      this.#journal.compact(this.registry.values(), this.#owners)
+      this.#journal.compact(this.registry.values(), this.#owners.map)
     }
-  }
-
-  /** The first key to use a namespace root owns it for good; under local trust nobody does. */
-  #claim (namespace: string, owner: string | null): void {
-    if (owner === null) return
-    const root = namespaceRoot(namespace)
-    const holder = this.#owners.get(root)
-    if (holder === owner) return
-    if (holder !== undefined) throw new errors.NamespaceForbidden(`namespace: "${root}" belongs to another API key`)
-    this.#owners.set(root, owner)
-    this.#journal?.owned(root, owner)
   }
 
   async #createOne (namespace: string, { key, index, spec, size }: Planned, ttl: number, owner: string | null): Promise<SegmentRecord> {

@@ -18,6 +18,7 @@ export interface LeakScan {
 export function scan (service: SegmentService, prefix: string, now = Date.now()): LeakScan {
   const files = new Map(list(prefix).map((f) => [f.name, f]))
   for (const name of service.pool.names()) files.delete(name)
+  for (const name of service.reaper.names()) files.delete(name)
   const expired: SegmentRecord[] = []
   const vanished: SegmentRecord[] = []
   for (const r of service.registry.values()) {

@@ -43,3 +43,14 @@ export function checkNoLeftovers (t: Test, prefix: string): void {
     t.same(shmFiles(prefix), [])
   })
 }
+
+/** Every warning the app logs from now on, as `<bindings JSON> <message>` lines. */
+export function captureWarnings (app: FastifyInstance): string[] {
+  const lines: string[] = []
+  const warn = app.log.warn.bind(app.log)
+  app.log.warn = ((obj: unknown, msg?: string) => {
+    lines.push(JSON.stringify(obj) + ' ' + String(msg))
+    warn(obj as object, msg)
+  }) as typeof app.log.warn
+  return lines
+}

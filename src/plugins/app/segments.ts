@@ -31,6 +31,7 @@ export default fp(async (fastify) => {
   })
   fastify.addHook('onClose', async () => {
     const released = service.shutdown()
+    await service.reaper.drain()
     log.info({ released, kept: config.keepOnShutdown ? service.registry.count : 0 }, 'segments released at shutdown')
   })
 }, { name: 'segments', dependencies: ['config'] })
