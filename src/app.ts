@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Config } from './lib/config.js'
 import { formatSchemaErrors } from './lib/validation.js'
 import config from './plugins/app/config.js'
-import errors from './plugins/app/errors.js'
+import errors, { sendError } from './plugins/app/errors.js'
 import segments from './plugins/app/segments.js'
 import swagger from './plugins/external/swagger.js'
 import health from '../routes/health.js'
@@ -24,6 +24,8 @@ export function serverOptions (config: Config): FastifyServerOptions {
     // Over-long segment names reach the handler, which answers 400 naming the field, not a bare 414.
     routerOptions: { maxParamLength: 4096 },
     schemaErrorFormatter: formatSchemaErrors,
+    // Malformed URLs and absurdly long names never reach a route; they still answer in this API's format.
+    frameworkErrors: sendError,
     ajv: {
       // A dim of "3" or true is a client bug to report, not a value to coerce; unknown fields are refused, not dropped.
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false }

@@ -14,7 +14,9 @@ const binary = (description: string) => ({ description, content: { [NPY]: { sche
 
 const data: FastifyPluginAsyncTypebox = async (fastify) => {
   const { segments: service, config } = fastify
-  // Uploads are streamed into the segment, never parsed or buffered: the handler gets the raw request.
+  // Uploads are streamed into the segment, never parsed or buffered: the handler gets the raw request, and
+  // nothing else (JSON included) is read here.
+  fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser([RAW, NPY], (_request, payload: IncomingMessage, done) => { done(null, payload) })
 
   fastify.get('/segments/:name/data', {
@@ -60,10 +62,12 @@ const data: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
   }, async (request, reply) => {
+    // Checked first, body or not, so that the answer does not depend on whether a parser ran.
+    const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
+    if (type !== RAW && type !== NPY) throw new errors.UnsupportedMediaType(`Content-Type: uploads are ${RAW} or ${NPY}`)
     const record = service.get(checkSegmentName(request.params.name, config.segmentPrefix), request.owner)
     const lengthHeader = request.headers['content-length']
     if (lengthHeader === undefined) throw new errors.LengthRequired('Content-Length: tensor uploads need one')
-    const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === NPY ? NPY : RAW
     const t0 = performance.now()
     const written = await writeTensor(service, record, type, Number(lengthHeader), request.body as AsyncIterable<Buffer>)
     fastify.metrics.transferred('write', written, (performance.now() - t0) / 1000)

@@ -28,11 +28,8 @@ export function earliest (records: SegmentRecord[]): string | null {
 }
 
 export function toCreateReply (result: CreateResult): Static<typeof CreateSegmentsReplySchema> {
-  const segments: Record<string, Descriptor | Descriptor[]> = {}
-  const all: SegmentRecord[] = []
-  for (const [key, value] of Object.entries(result.segments)) {
-    segments[key] = Array.isArray(value) ? value.map(toDescriptor) : toDescriptor(value)
-    all.push(...[value].flat())
-  }
-  return { namespace: result.namespace, expires_at: earliest(all), segments }
+  const segments = [...result.segments].map(([key, value]) => [key, Array.isArray(value) ? value.map(toDescriptor) : toDescriptor(value)] as const)
+  const all = [...result.segments.values()].flat()
+  // fromEntries defines own properties, so a key such as `__proto__` stays a key.
+  return { namespace: result.namespace, expires_at: earliest(all), segments: Object.fromEntries(segments) }
 }

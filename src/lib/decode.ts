@@ -59,7 +59,8 @@ function check (service: SegmentService, ref: DescriptorRef, { prefix, owner }: 
 
 function toNpz (resolved: Resolved[]): { type: string, length: number, body: Readable } {
   const members: NpzEntry[] = []
-  const passthrough: Record<string, JsonValue> = {}
+  // Keys are the client's: `__proto__` must stay an ordinary key.
+  const passthrough: Record<string, JsonValue> = Object.create(null) as Record<string, JsonValue>
   const member = (name: string, h: Handle): NpzEntry => ({
     name, dtype: h.record.dtype, shape: h.record.shape, nbytes: h.record.nbytes, open: () => readRange(h.fd, 0, h.record.nbytes)
   })

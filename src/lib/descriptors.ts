@@ -29,10 +29,11 @@ export function entriesFromPickle (data: Buffer, limits: DictLimits): Entry[] {
   const root = unpickle(data, 'body', limits)
   if (!(root instanceof PyDict)) throw new errors.InvalidDescriptor('body: the pickle must hold a dict')
   checkCount('body', root.entries.length, limits.maxKeys, 'keys')
+  const budget: Budget = { left: 4 * limits.maxBytes, limits }
   return root.entries.map(([k, raw]) => {
     if (typeof k !== 'string') throw new errors.InvalidDescriptor('body: descriptor dict keys must be str')
     const v = raw instanceof Buffer && looksLikePickle(raw) ? unpickle(raw, k, limits) : raw
-    return classify(k, v, limits, (x, field) => x instanceof ShmObject ? fromShmState(x.state, field) : undefined, (x) => pyToJson(x, k, 1, limits))
+    return classify(k, v, limits, (x, field) => x instanceof ShmObject ? fromShmState(x.state, field) : undefined, (x) => pyToJson(x, k, 1, budget))
   })
 }
 
@@ -99,28 +100,49 @@ function jsonValue (v: unknown, field: string, depth: number, limits: DictLimits
   return v as JsonValue
 }
 
+/**
+ * What one pickle may expand into. A value the pickle stores once and references many times (its memo) is written
+ * out at every reference, so output is counted against a multiple of the body limit, not the body's size.
+ */
+interface Budget { left: number, limits: DictLimits }
+
+/** Integers past this many bits are refused: their decimal form is quadratic to compute and meaningless here. */
+const MAX_INT_BITS = 16384
+
+function spend (budget: Budget, field: string, bytes: number): void {
+  budget.left -= bytes
+  if (budget.left < 0) throw new errors.LimitExceeded(`${field}: the pickle expands past ${4 * budget.limits.maxBytes} bytes (shared references are written out at every use)`)
+}
+
 /** Python values as Python's json module would write them; bytes become {"__bytes__": base64}. */
-function pyToJson (v: unknown, field: string, depth: number, limits: DictLimits): JsonValue {
-  if (v === null || typeof v === 'boolean' || typeof v === 'string') return v
+function pyToJson (v: unknown, field: string, depth: number, budget: Budget): JsonValue {
+  const { limits } = budget
+  spend(budget, field, 8)
+  if (v === null || typeof v === 'boolean') return v
+  if (typeof v === 'string') { spend(budget, field, v.length); return v }
   if (typeof v === 'number') return Number.isFinite(v) ? v : String(v)
-  if (typeof v === 'bigint') return new BigIntText(v.toString())
-  if (v instanceof Buffer) return { __bytes__: v.toString('base64') }
-  if (v instanceof ShmObject) return pyToJson(v.state, field, depth, limits)
+  if (typeof v === 'bigint') {
+    const hex = v.toString(16).length
+    if (hex * 4 > MAX_INT_BITS) throw new errors.LimitExceeded(`${field}: an integer of more than ${MAX_INT_BITS} bits`)
+    spend(budget, field, hex * 2)
+    return new BigIntText(v.toString())
+  }
+  if (v instanceof Buffer) { spend(budget, field, v.length * 4 / 3); return { __bytes__: v.toString('base64') } }
+  if (v instanceof ShmObject) return pyToJson(v.state, field, depth, budget)
   checkDepth(field, depth, limits)
   const items = Array.isArray(v) ? v : v instanceof PyTuple ? v.items : undefined
   if (items !== undefined) {
     checkCount(field, items.length, limits.maxListLength, 'items')
-    return items.map((x, i) => pyToJson(x, `${field}[${i}]`, depth + 1, limits))
+    return items.map((x, i) => pyToJson(x, `${field}[${i}]`, depth + 1, budget))
   }
   if (v instanceof PyDict) {
     checkCount(field, v.entries.length, limits.maxKeys, 'keys')
-    const out: Record<string, JsonValue> = {}
-    for (const [k, x] of v.entries) {
+    // fromEntries defines own properties: a key named `__proto__` stays a key instead of becoming a prototype.
+    return Object.fromEntries(v.entries.map(([k, x]) => {
       const name = typeof k === 'string' ? k : k === null ? 'null' : typeof k === 'number' || typeof k === 'bigint' || typeof k === 'boolean' ? String(k) : undefined
       if (name === undefined) throw new errors.InvalidDescriptor(`${field}: dict keys must be str, int, float, bool or None`)
-      out[name] = pyToJson(x, `${field}.${name}`, depth + 1, limits)
-    }
-    return out
+      return [name, pyToJson(x, `${field}.${name}`, depth + 1, budget)]
+    }))
   }
   throw new errors.InvalidDescriptor(`${field}: a value of an unsupported type`)
 }

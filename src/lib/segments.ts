@@ -20,7 +20,7 @@ export type ReleaseReason = 'client' | 'expired' | 'shutdown' | 'vanished'
 
 export interface CreateResult {
   namespace: string
-  segments: Record<string, SegmentRecord | SegmentRecord[]>
+  segments: Map<string, SegmentRecord | SegmentRecord[]>
 }
 
 interface Events {
@@ -250,11 +250,16 @@ export class SegmentService extends EventEmitter<Events> {
   }
 }
 
+/** Records back into the request's shape. Keys are client strings (`constructor`, `valueOf`): a Map, not `{}`. */
 function group (records: SegmentRecord[]): CreateResult['segments'] {
-  const out: CreateResult['segments'] = {}
+  const out = new Map<string, SegmentRecord | SegmentRecord[]>()
   for (const r of records) {
-    if (r.index === null) out[r.key] = r
-    else ((out[r.key] ??= []) as SegmentRecord[])[r.index] = r
+    if (r.index === null) out.set(r.key, r)
+    else {
+      const list = out.get(r.key) as SegmentRecord[] | undefined ?? []
+      list[r.index] = r
+      out.set(r.key, list)
+    }
   }
   return out
 }
