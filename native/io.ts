@@ -1,8 +1,9 @@
-import { read, write } from 'node:fs'
+import { read, write, writeSync, writev } from 'node:fs'
 import { promisify } from 'node:util'
 
 const readAsync = promisify(read)
 const writeAsync = promisify(write)
+const writevAsync = promisify(writev)
 
 /** 1.5 MiB: divisible by 3 and by every itemsize, so base64 and element boundaries fall on chunk boundaries. */
 export const CHUNK = 3 * 2 ** 19
@@ -44,9 +45,28 @@ export async function writeAt (fd: number, data: Uint8Array, position: number): 
   }
 }
 
+/** pwritev of all `chunks` at `position`: one thread-pool trip for many small network chunks. */
+export async function writevAt (fd: number, chunks: Buffer[], position: number): Promise<void> {
+  let rest = chunks
+  let at = position
+  while (rest.length > 0) {
+    let { bytesWritten } = await writevAsync(fd, rest, at)
+    at += bytesWritten
+    // A short write (rare on tmpfs) resumes inside the first chunk it did not finish.
+    while (rest.length > 0 && bytesWritten >= (rest[0]?.length ?? 0)) { bytesWritten -= rest[0]?.length ?? 0; rest = rest.slice(1) }
+    if (bytesWritten > 0 && rest[0] !== undefined) rest = [rest[0].subarray(bytesWritten), ...rest.slice(1)]
+  }
+}
+
 const ZEROS = Buffer.alloc(CHUNK)
+/** Below this, zeroing on the event loop (microseconds) beats a round trip to the thread pool. */
+const SYNC_ZERO_BYTES = 1 << 20
 
 /** Overwrites [0, size) with zeros through pwrite: pages that exist are reused, none is mapped. */
 export async function zeroFill (fd: number, size: number): Promise<void> {
+  if (size <= SYNC_ZERO_BYTES) {
+    for (let at = 0; at < size;) at += writeSync(fd, ZEROS, 0, Math.min(CHUNK, size - at), at)
+    return
+  }
   for (let at = 0; at < size; at += CHUNK) await writeAt(fd, ZEROS.subarray(0, Math.min(CHUNK, size - at)), at)
 }

@@ -28,6 +28,7 @@ t.test('a released segment is renamed away, zeroed, and reused by the same clien
   t.equal((await release(app, first)).statusCode, 204)
   t.notOk(shmFiles(prefix).includes(first), 'the old name is gone at once')
   t.equal(app.segments.pool.count, 1)
+  await app.segments.pool.idle()
   const second = await make(app, 'client-1/req-2')
   t.not(second, first, 'a fresh name')
   t.equal(statSync(`/dev/shm/${second}`).ino, ino, 'the same pages')
@@ -40,6 +41,7 @@ t.test('a released segment is renamed away, zeroed, and reused by the same clien
   const other = await make(app, 'client-2/req-1')
   t.equal(app.segments.pool.count, 0)
   await release(app, second)
+  await app.segments.pool.idle()
   const third = await make(app, 'client-2/req-2')
   t.not(statSync(`/dev/shm/${third}`).ino, ino, 'another client never gets client-1\'s pages')
   const bigger = await make(app, 'client-1/req-3', [65, 1024])
@@ -77,6 +79,7 @@ t.test('what a client may have done to a released segment keeps it out of the po
   const cut = await make(app, 'c/3', [32])
   const fd = openSync(`/dev/shm/${cut}`, 'r+')
   await release(app, cut)
+  await app.segments.pool.idle()
   ftruncateSync(fd, 0)
   closeSync(fd)
   const after = await make(app, 'c/4', [32])
@@ -126,6 +129,24 @@ t.test('the pool is bounded in bytes and in idle time, can be turned off, and em
   t.equal(shmFiles(prefix).length, 1)
   await closing.close()
   t.same(shmFiles(prefix), [], 'a stop leaves nothing kept')
+})
+
+t.test('a client that reallocates faster than zeroing gets spares, and a stop leaves none behind', async (t) => {
+  const app = await build(t, env)
+  let fresh = 0
+  const inodes = new Set<bigint>()
+  for (let i = 0; i < 12; i++) {
+    const name = await make(app, `fast/obj-${i}`, [8, 1024, 1024])
+    const ino = statSync(`/dev/shm/${name}`, { bigint: true }).ino
+    if (!inodes.has(ino)) fresh++
+    inodes.add(ino)
+    await release(app, name)
+  }
+  t.ok(app.segments.pool.count >= 1 && app.segments.pool.count <= 4, `pool holds ${app.segments.pool.count} for the key (at most 4)`)
+  t.ok(fresh <= 5, `${fresh} distinct files served 12 allocations`)
+  t.ok(app.segments.pool.hits >= 7, `${app.segments.pool.hits} hits`)
+  await app.close()
+  t.same(shmFiles(prefix), [])
 })
 
 t.test('a large release is renamed at once and unlinked on the thread pool', async (t) => {

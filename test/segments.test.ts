@@ -233,7 +233,7 @@ t.test('creation is all or nothing', async (t) => {
   t.same(shmFiles(prefix), [taken], 'the two segments created before the failure were removed, and the other file left alone')
   t.equal(service.registry.count, 0)
   t.equal((await service.create({ namespace: 'aon', tensors: { a: { shape: [1], dtype: 'uint8' } } })).namespace, 'aon', 'the keys are free again')
-  service.shutdown()
+  await service.shutdown()
   shm.unlink(taken)
   t.same(shmFiles(prefix), [])
 })

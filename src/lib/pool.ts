@@ -12,7 +12,14 @@ interface Pooled extends PoolEntry {
   since: number
   /** Resolves true once the file is all zeros; false if it could not be zeroed (it is then dropped). */
   ready: Promise<boolean>
+  clean: boolean
 }
+
+/** Makes a fresh, backed segment under `name` for the pool to hand out (zero pages by construction). */
+export type SpareFactory = (name: string, size: number) => Promise<shm.Identity>
+
+/** A key allocating back to back can outrun the zeroing of its last release: it gets up to this many spares. */
+const MAX_PER_KEY = 4
 
 export interface PoolJournal {
   pooled: (entries: PoolEntry[]) => void
@@ -27,13 +34,16 @@ export interface PoolJournal {
  */
 export class SegmentPool {
   readonly #lists = new Map<string, Pooled[]>()
+  readonly #growing = new Map<string, Promise<void>>()
+  #closed = false
   #bytes = 0
   #count = 0
   hits = 0
   misses = 0
 
   constructor (private readonly maxBytes: number, private readonly idleMs: number, private readonly prefix: string,
-    private readonly log: FastifyBaseLogger, private readonly reaper: Reaper, private readonly journal?: PoolJournal) {}
+    private readonly log: FastifyBaseLogger, private readonly reaper: Reaper, private readonly spare: SpareFactory,
+    private readonly journal?: PoolJournal) {}
 
   static key (owner: string | null, namespace: string, size: number): string {
     return `${owner ?? ''}\0${namespaceRoot(namespace)}\0${size}`
@@ -60,21 +70,20 @@ export class SegmentPool {
     } catch {
       return false
     }
-    const entry: Pooled = { name, ino: record.ino, dev: record.dev, size: record.size, key: SegmentPool.key(record.owner, record.namespace, record.size), since: Date.now(), ready: Promise.resolve(false) }
+    const key = SegmentPool.key(record.owner, record.namespace, record.size)
+    const entry: Pooled = { name, ino: record.ino, dev: record.dev, size: record.size, key, since: Date.now(), ready: Promise.resolve(false), clean: false }
     entry.ready = this.#zero(entry)
-    const list = this.#lists.get(entry.key) ?? []
-    list.push(entry)
-    this.#lists.set(entry.key, list)
-    this.#bytes += entry.size
-    this.#count++
-    this.journal?.pooled([entry])
+    this.#add(entry)
     return true
   }
 
   /** Renames a kept, zeroed segment of this key to `name` and returns its identity; undefined when there is none. */
-  async take (key: string, name: string): Promise<shm.Identity | undefined> {
-    const entry = this.#lists.get(key)?.shift()
+  async take (key: string, name: string, size: number): Promise<shm.Identity | undefined> {
+    const list = this.#lists.get(key) ?? []
+    const entry = list.find((e) => e.clean) ?? list[0]
     if (entry === undefined) { this.misses++; return undefined }
+    // Only dirty ones left: this key reallocates faster than its pages are zeroed, so keep a spare ready for it.
+    if (!entry.clean) this.#grow(key, size)
     this.#forget(entry)
     try {
       if (await entry.ready && this.#intact(entry)) {
@@ -100,6 +109,43 @@ export class SegmentPool {
       }
     }
     return n
+  }
+
+  #add (entry: Pooled): void {
+    const list = this.#lists.get(entry.key) ?? []
+    list.push(entry)
+    this.#lists.set(entry.key, list)
+    this.#bytes += entry.size
+    this.#count++
+    this.journal?.pooled([entry])
+  }
+
+  /** Adds one fresh segment for `key` in the background, within the per-key and byte limits. */
+  #grow (key: string, size: number): void {
+    if (this.#closed || this.#growing.has(key) || (this.#lists.get(key)?.length ?? 0) >= MAX_PER_KEY || this.#bytes + size > this.maxBytes) return
+    const name = newSegmentName(this.prefix)
+    const done = this.spare(name, size)
+      .then((id) => {
+        const entry: Pooled = { ...id, name, size, key, since: Date.now(), ready: Promise.resolve(true), clean: true }
+        if (this.#closed) this.reaper.discard(name, size)
+        else this.#add(entry)
+      })
+      .catch((err: unknown) => { this.log.debug({ err }, 'no spare segment for the pool') })
+      .finally(() => { this.#growing.delete(key) })
+    this.#growing.set(key, done)
+  }
+
+  /** Resolves when every kept segment is zeroed and no spare is being made. */
+  async idle (): Promise<void> {
+    await Promise.all([...this.#lists.values()].flat().map(async (e) => await e.ready))
+    await Promise.all(this.#growing.values())
+  }
+
+  /** Empties the pool for good, spares still being made included. */
+  async close (): Promise<void> {
+    this.#closed = true
+    this.trim(Date.now(), true)
+    await Promise.all(this.#growing.values())
   }
 
   #evictOldest (): void {
@@ -149,6 +195,7 @@ export class SegmentPool {
       } finally {
         shm.close(fd)
       }
+      entry.clean = true
       return true
     } catch (err) {
       this.log.warn({ err, segment: entry.name }, 'could not zero a pooled segment')

@@ -54,7 +54,8 @@ export class SegmentService extends EventEmitter<Events> {
     this.#journal = options.journal
     this.#names = options.names ?? (() => newSegmentName(config.segmentPrefix))
     this.reaper = new Reaper(config.segmentPrefix, log)
-    this.pool = new SegmentPool(config.poolBytes, config.poolIdleMs, config.segmentPrefix, log, this.reaper, options.journal)
+    const spare = async (name: string, size: number) => await createSegment(name, { size, mode: config.segmentMode, owner: config.segmentOwner, reserve: config.reserve })
+    this.pool = new SegmentPool(config.poolBytes, config.poolIdleMs, config.segmentPrefix, log, this.reaper, spare, options.journal)
     this.#owners = new Owners(options.journal)
   }
 
@@ -185,11 +186,13 @@ export class SegmentService extends EventEmitter<Events> {
   }
 
   /** Stops new allocations, then releases everything unless configured to keep it for the next start. */
-  shutdown (): number {
+  async shutdown (): Promise<number> {
     this.#closing = true
     const count = this.registry.count
     if (!this.config.keepOnShutdown) this.#unlink(this.list(), 'shutdown')
-    this.pool.trim(Date.now(), true)
+    // The pool empties (spares in the making included) and large unlinks finish before the journal closes.
+    await this.pool.close()
+    await this.reaper.drain()
     this.#journal?.close(this.registry.count === 0)
     return this.config.keepOnShutdown ? 0 : count
   }
@@ -223,7 +226,7 @@ export class SegmentService extends EventEmitter<Events> {
     for (let attempt = 0; ; attempt++) {
       const name = this.#names()
       try {
-        const created = (attempt === 0 ? await this.pool.take(SegmentPool.key(owner, namespace, size), name) : undefined) ??
+        const created = (attempt === 0 ? await this.pool.take(SegmentPool.key(owner, namespace, size), name, size) : undefined) ??
           await createSegment(name, { size, mode: this.config.segmentMode, owner: this.config.segmentOwner, reserve: this.config.reserve })
         const createdAt = Date.now()
         return {

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream'
-import { readRange, writeAt } from '../../native/io.js'
+import { readRange, writevAt } from '../../native/io.js'
 import { parseDtype } from './dtype.js'
 import { errors } from './errors.js'
 import { NpyHeaderError, npyHeader, parseNpyHeader } from './npy.js'
@@ -47,18 +47,28 @@ export async function writeTensor (service: SegmentService, record: SegmentRecor
   }
 }
 
+/** Network chunks are small (64 KiB); gathering them into writes of this size saves most thread-pool trips. */
+const BATCH = 1 << 20
+
 async function copyInto (handle: Handle, first: Buffer, iterator: AsyncIterator<Buffer>): Promise<number> {
   const { fd, record } = handle
   let position = 0
-  if (first.length > 0) {
-    await writeAt(fd, first, 0)
-    position = first.length
+  let batch: Buffer[] = first.length > 0 ? [first] : []
+  let batched = first.length
+  const flush = async () => {
+    if (batched === 0) return
+    await writevAt(fd, batch, position)
+    position += batched
+    batch = []
+    batched = 0
   }
   for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
-    if (position + next.value.length > record.nbytes) throw new errors.LengthMismatch(`body: more than the segment's ${record.nbytes} bytes`)
-    await writeAt(fd, next.value, position)
-    position += next.value.length
+    if (position + batched + next.value.length > record.nbytes) throw new errors.LengthMismatch(`body: more than the segment's ${record.nbytes} bytes`)
+    batch.push(next.value)
+    batched += next.value.length
+    if (batched >= BATCH) await flush()
   }
+  await flush()
   if (position !== record.nbytes) throw new errors.LengthMismatch(`body: ${position} of ${record.nbytes} bytes arrived`)
   return position
 }

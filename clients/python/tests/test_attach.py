@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import tensorshm
+from tensorshm import _shm
 from conftest import SHM, run_python
 
 CHILD_READS = """
@@ -73,7 +74,10 @@ def test_attach_in_this_process_starts_no_resource_tracker(client, python_env):
         client.release(d.namespace)
 
 
-def test_close_with_and_without_live_views(client):
+def test_close_with_and_without_live_views(client, monkeypatch):
+    # The mapping cache keeps mappings on purpose (test_kept_mappings); here, what close() does without it.
+    _shm.forget_mappings()
+    monkeypatch.setattr(_shm._cache, "entries", 0)
     d = client.put({"x": np.arange(6.0).reshape(2, 3)})
     try:
         att = client.attach(d["x"])
@@ -158,3 +162,31 @@ def test_attach_checks_the_descriptor(client, bad, error, match):
         client.release(d.namespace)
     with pytest.raises(TypeError, match="descriptor"):
         client.attach({"name": "x"})
+
+
+def test_kept_mappings_follow_the_inode_not_the_name(client):
+    """The service recycles a released segment for the same client under a new name: it comes back mapped."""
+    _shm.forget_mappings()
+    ns = client.new_namespace().split("/")[0]
+    first = client.put({"img": np.full((64, 64, 3), 1, np.uint8)}, namespace=f"{ns}/a")
+    att = client.attach(first["img"])
+    kept = att._mmap
+    assert att.array[0, 0, 0] == 1
+    att.close()
+    assert not kept.closed, "kept for reuse"
+    inode = os.stat(f"{SHM}/{first['img']['name']}").st_ino
+    client.release(first.namespace)
+    second = client.put({"img": np.full((64, 64, 3), 2, np.uint8)}, namespace=f"{ns}/b")
+    assert second["img"]["name"] != first["img"]["name"]
+    att = client.attach(second["img"])
+    assert att.array[0, 0, 0] == 2, "the new tensor's bytes"
+    recycled = os.stat(f"{SHM}/{second['img']['name']}").st_ino == inode
+    assert recycled, "the service recycled the released file for the same client"
+    assert att._mmap is kept, "and this process still had it mapped"
+    att.close()
+    with pytest.raises(tensorshm.NotFound):    # a kept mapping never answers for a name that is gone
+        client.attach(first["img"])
+    client.release(ns)
+    client.close()
+    assert not _shm._cache._maps, "Client.close unmaps what no array uses"
+    assert kept.closed

@@ -30,8 +30,7 @@ export default fp(async (fastify) => {
     service.beginShutdown()
   })
   fastify.addHook('onClose', async () => {
-    const released = service.shutdown()
-    await service.reaper.drain()
+    const released = await service.shutdown()
     log.info({ released, kept: config.keepOnShutdown ? service.registry.count : 0 }, 'segments released at shutdown')
   })
 }, { name: 'segments', dependencies: ['config'] })

@@ -169,8 +169,12 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Closes this thread's keep-alive connection. The client stays usable (it reconnects)."""
+        """Closes this thread's keep-alive connection and unmaps the kept mappings no array uses any more.
+
+        The client stays usable (it reconnects, and maps again).
+        """
         self._http.close()
+        _shm.forget_mappings()
 
     # ------------------------------------------------------------------------------------------------ tensors
 

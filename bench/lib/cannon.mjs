@@ -1,0 +1,73 @@
+// One autocannon measurement in its own process (so the load generator never shares a heap with the
+// orchestrator): `node cannon.mjs <json>` with {port, scenario, connections, duration, warmup}; prints JSON.
+import autocannon from 'autocannon'
+
+const { port, scenario, connections = 16, duration = 10, warmup = 2, base = 0 } = JSON.parse(process.argv[2])
+const KiB64 = 65536
+
+// Object ids continue across invocations (`base`): a pair cut off by the end of a run leaves its segment
+// registered, and a later run must not collide with its namespace/key (409).
+let n = base
+const createBody = () => JSON.stringify({ namespace: `bench/obj-${++n}`, tensors: { x: { shape: [KiB64], dtype: 'uint8' } } })
+
+/** A 64 KiB JSON document: the 64 KiB tensor's neighbour, sent by value (a base64 string of 48 KiB). */
+function echoBody () {
+  const head = '{"namespace":"bench/obj-1","tensors":{"x":{"shape":[65536],"dtype":"uint8","data":"'
+  const tail = '"}}}'
+  return head + 'A'.repeat(KiB64 - head.length - tail.length) + tail
+}
+
+function pair (postPath, deletePath, nameOf) {
+  return [
+    {
+      method: 'POST',
+      path: postPath,
+      headers: { 'content-type': 'application/json' },
+      setupRequest: (req) => ({ ...req, body: createBody() }),
+      onResponse: (status, body, context) => { if (status === 201) context.name = nameOf(body) }
+    },
+    {
+      method: 'DELETE',
+      setupRequest: (req, context) => ({ ...req, path: deletePath(context.name) })
+    }
+  ]
+}
+
+const scenarios = {
+  // The service: create a 64 KiB segment, release it by the name the POST returned.
+  'service-pair': () => ({ requests: pair('/v1/segments', (name) => `/v1/segments/${name}`, (body) => JSON.parse(body).segments.x.name), perIteration: 2 }),
+  // Bare Fastify: the same two requests, the same request bodies, no shared memory.
+  'echo-pair': () => ({ requests: pair('/echo', (name) => `/echo/${name}`, () => `nos_psm_${(n & 0xffff).toString(16).padStart(16, '0')}`), perIteration: 2 }),
+  // Bare Fastify: one POST of a 64 KiB JSON body, echoed back.
+  echo64k: () => ({ requests: [{ method: 'POST', path: '/echo', headers: { 'content-type': 'application/json' }, body: echoBody() }], perIteration: 1 })
+}
+
+function once (seconds) {
+  const { requests, perIteration } = scenarios[scenario]()
+  return new Promise((resolve, reject) => {
+    autocannon({ url: `http://127.0.0.1:${port}`, connections, duration: seconds, requests }, (err, result) => {
+      if (err != null) reject(err)
+      else resolve({ result, perIteration })
+    })
+  })
+}
+
+if (warmup > 0) await once(warmup)
+const { result, perIteration } = await once(duration)
+const seconds = result.duration
+const reqPerSec = result.requests.total / seconds
+console.log(JSON.stringify({
+  scenario,
+  connections,
+  seconds,
+  requests: result.requests.total,
+  reqPerSec,
+  itersPerSec: reqPerSec / perIteration,
+  p50: result.latency.p50,
+  p99: result.latency.p99,
+  mean: result.latency.average,
+  errors: result.errors,
+  timeouts: result.timeouts,
+  non2xx: result.non2xx,
+  bytesPerSec: result.throughput.average
+}))
