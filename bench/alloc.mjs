@@ -5,6 +5,8 @@
 //   cold      TENSORSHM_RESERVE=true, TENSORSHM_POOL_BYTES=0: posix_fallocate on every creation
 // Sequential requests from one keep-alive client; only the POST is timed.
 import http from 'node:http'
+import { closeSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { median, p99, request, sleep, startService } from './lib/common.mjs'
 
 export const SHAPE = [2880, 1620, 3]
@@ -57,8 +59,40 @@ export async function runAlloc ({ iters = 200, warmup = 30, block = 25, thinkIte
     out.ratioP99 = out.tight.pooled.p99 / out.tight.ftruncate.p99
     out.thinkRatio = thinkIters > 0 ? out.think.pooled.median / out.think.ftruncate.median : NaN
     out.coldMsPerMiB = (out.tight.cold.median - out.tight.ftruncate.median) / (NBYTES / 2 ** 20)
+    Object.assign(out, floors())
     return out
   } finally {
     for (const s of Object.values(services)) await s.stop()
   }
+}
+
+/**
+ * The floor under benchmark 4, measured here: recycling must zero the tensor's bytes (the service's pwrite loop,
+ * 1.5 MiB at a time), and back to back nothing hides that time. And what the ftruncate-only baseline defers to its
+ * client: the first write into a sparse tmpfs file allocates every page, against a write into recycled pages.
+ */
+function floors (reps = 30) {
+  const CHUNK = 3 * 2 ** 19
+  const chunk = Buffer.alloc(CHUNK)
+  const data = Buffer.alloc(CHUNK, 7)
+  const fill = (fd, buf) => { for (let at = 0; at < NBYTES; at += CHUNK) writeSync(fd, buf, 0, Math.min(CHUNK, NBYTES - at), at) }
+  const timed = (fn) => { const t0 = performance.now(); fn(); return performance.now() - t0 }
+  const path = `/dev/shm/tshmbench_floor_${randomBytes(4).toString('hex')}`
+  const zero = []
+  const sparse = []
+  const backed = []
+  try {
+    for (let i = 0; i < reps; i++) {
+      const fd = openSync(path, 'w+')
+      ftruncateSync(fd, NBYTES)
+      sparse.push(timed(() => fill(fd, data)))
+      zero.push(timed(() => fill(fd, chunk)))
+      backed.push(timed(() => fill(fd, data)))
+      closeSync(fd)
+      unlinkSync(path)
+    }
+  } finally {
+    try { unlinkSync(path) } catch {}
+  }
+  return { zeroMs: median(zero), firstWriteSparseMs: median(sparse), firstWriteBackedMs: median(backed) }
 }

@@ -105,6 +105,10 @@ async function main () {
     const t = r.tight
     row('4', 'create 13.3 MiB, back to back: pooled / ftruncate', `${fmt(t.pooled.median, 2)} ms (p99 ${fmt(t.pooled.p99, 2)})`, `${fmt(t.ftruncate.median, 2)} ms (p99 ${fmt(t.ftruncate.p99, 2)})`, fmt(r.ratio, 2), '<= 1.5', r.ratio <= 1.5)
     row('4t', `  same with ${r.thinkMs} ms of client work between release and create`, `${fmt(r.think.pooled.median, 2)} ms (p99 ${fmt(r.think.pooled.p99, 2)})`, `${fmt(r.think.ftruncate.median, 2)} ms (p99 ${fmt(r.think.ftruncate.p99, 2)})`, fmt(r.thinkRatio, 2), '(info)', null)
+    row('4z', '  floor: zeroing 13.3 MiB for reuse (pwrite), vs pooled - ftruncate', `${fmt(r.zeroMs, 2)} ms`, `${fmt(t.pooled.median - t.ftruncate.median, 2)} ms`, '-', '(info)', null)
+    row('4f', '  what ftruncate defers: first write of 13.3 MiB, sparse vs recycled pages', `${fmt(r.firstWriteSparseMs, 2)} ms`, `${fmt(r.firstWriteBackedMs, 2)} ms`, fmt(r.firstWriteSparseMs / r.firstWriteBackedMs, 2), '(info)', null)
+    const endToEnd = (t.pooled.median + r.firstWriteBackedMs) / (t.ftruncate.median + r.firstWriteSparseMs)
+    row('4w', '  create + first write of the tensor: pooled / ftruncate', `${fmt(t.pooled.median + r.firstWriteBackedMs, 2)} ms`, `${fmt(t.ftruncate.median + r.firstWriteSparseMs, 2)} ms`, fmt(endToEnd, 2), '(info)', null)
     row('4c', '  cold: reserve on, pool off (posix_fallocate)', `${fmt(t.cold.median, 2)} ms (p99 ${fmt(t.cold.p99, 2)})`, `${fmt(t.ftruncate.median, 2)} ms`, fmt(t.cold.median / t.ftruncate.median, 2), `(info) ${fmt(r.coldMsPerMiB, 3)} ms/MiB`, null)
   }
   if (only.has('5')) {
