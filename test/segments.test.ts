@@ -260,4 +260,17 @@ t.test('closing releases every segment, unless configured to keep them', async (
   shm.unlink(r.json().segments.k.name)
 })
 
+t.test('the mode is set with fchmod whatever the umask, and the owner with fchown', async (t) => {
+  const old = process.umask(0o077)
+  t.teardown(() => { process.umask(old) })
+  const app = await build(t, { ...env, TENSORSHM_SEGMENT_MODE: '0660', TENSORSHM_SEGMENT_OWNER: `${process.getuid?.() ?? 0}:1` })
+  const r = await app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace: 'perm', tensors: { k: { shape: [8], dtype: 'uint8' } } } })
+  const fd = shm.open(r.json().segments.k.name, false)
+  const st = shm.stat(fd)
+  shm.close(fd)
+  t.equal(st.mode & 0o777, 0o660, 'a umask of 077 would have left 0600')
+  t.equal(st.gid, 1)
+  t.equal(st.uid, process.getuid?.() ?? 0)
+})
+
 checkNoLeftovers(t, prefix)
