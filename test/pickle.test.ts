@@ -5,6 +5,7 @@ import {
   DEFAULT_PICKLE_LIMITS, PickleInvalid, PickleRefused, PyDict, PyTuple, ShmObject, looksLikePickle, parsePickle,
   type PickleLimits, type PyValue
 } from '../src/lib/pickle.js'
+import { mutate, mutation } from './helpers/mutate.js'
 import { python } from './helpers/python.js'
 
 // A stand-in nos.common.shm module, a restricted unpickler, and tag()/untag(): see the file.
@@ -550,25 +551,6 @@ t.test('fuzz: arbitrary bytes only ever return or throw PickleRefused/PickleInva
   t.equal(outcome(b(P4, '.')), 'invalid')
   t.equal(outcome(b(P2, glob('os', 'system'), '.')), 'refused')
 })
-
-type Mutation = { kind: 'flip', at: number, mask: number } | { kind: 'insert', at: number, byte: number } | { kind: 'delete', at: number }
-
-const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), mask: fc.integer({ min: 1, max: 255 }) }),
-  fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
-  fc.record({ kind: fc.constant('delete' as const), at: fc.nat() })
-)
-
-function mutate (data: Buffer, mutations: Mutation[]): Buffer {
-  let out: Buffer = Buffer.from(data)
-  for (const m of mutations) {
-    const at = m.at % (out.length + 1)
-    if (m.kind === 'insert') out = b(out.subarray(0, at), m.byte, out.subarray(at))
-    else if (at < out.length && m.kind === 'flip') out[at] = (out[at] ?? 0) ^ m.mask
-    else if (at < out.length) out = b(out.subarray(0, at), out.subarray(at + 1))
-  }
-  return out
-}
 
 /** Whatever the reader accepts, Python's own unpickler (restricted to the same globals) reads to the same value. */
 async function agreesWithPython (t: Test, accepted: Buffer[], what: string): Promise<void> {

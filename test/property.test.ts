@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs'
 import { isDeepStrictEqual } from 'node:util'
 import { build, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
 import { NOS_STANDIN } from './helpers/nos.js'
+import { mutate, mutation } from './helpers/mutate.js'
 import { python } from './helpers/python.js'
 
 /*
@@ -752,24 +753,6 @@ print(json.dumps({k: [fill(x) for x in v] if isinstance(v, list) else fill(v) fo
     checkAccounted(app, prefix)
   })
 })
-
-type Mutation = { kind: 'flip', at: number, mask: number } | { kind: 'insert', at: number, byte: number } | { kind: 'delete', at: number }
-const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), mask: fc.integer({ min: 1, max: 255 }) }),
-  fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
-  fc.record({ kind: fc.constant('delete' as const), at: fc.nat() })
-)
-
-function mutate (data: Buffer, mutations: Mutation[]): Buffer {
-  let out = Buffer.from(data)
-  for (const m of mutations) {
-    const at = m.at % (out.length + 1)
-    if (m.kind === 'insert') out = Buffer.concat([out.subarray(0, at), Buffer.from([m.byte]), out.subarray(at)])
-    else if (at < out.length && m.kind === 'flip') out[at] = (out[at] ?? 0) ^ m.mask
-    else if (at < out.length) out = Buffer.concat([out.subarray(0, at), out.subarray(at + 1)])
-  }
-  return out
-}
 
 /**
  * Real pickles of descriptor dicts (protocols 2-5 and NOS's per-key form) and pickles that name a refused global,

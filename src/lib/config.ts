@@ -1,7 +1,7 @@
 import { Type, type Static, type TSchema } from 'typebox'
 import { readFileSync } from 'node:fs'
 import { Value } from 'typebox/value'
-import { SHM_DIR } from '../../native/shm.js'
+import { DEFAULT_ROOT } from './journal.js'
 
 /** A year: leases longer than that are a mistake, and the arithmetic stays far from overflow. */
 export const MAX_TTL = 365 * 24 * 3600
@@ -201,7 +201,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     reserve: raw.TENSORSHM_RESERVE,
     poolBytes: parseBytes('TENSORSHM_POOL_BYTES', raw.TENSORSHM_POOL_BYTES),
     poolIdleMs: raw.TENSORSHM_POOL_IDLE * 1000,
-    stateDir: raw.TENSORSHM_STATE_DIR ?? `${SHM_DIR}/.tensorshm/${raw.TENSORSHM_SEGMENT_PREFIX}`,
+    stateDir: raw.TENSORSHM_STATE_DIR ?? `${DEFAULT_ROOT}/${raw.TENSORSHM_SEGMENT_PREFIX}`,
     apiKeys,
     allowInsecureBind: raw.TENSORSHM_ALLOW_INSECURE_BIND,
     authMetrics: raw.TENSORSHM_AUTH_METRICS,

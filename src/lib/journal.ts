@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { isSysError } from '../../native/errors.js'
-import { lockExclusive } from '../../native/shm.js'
+import { SHM_DIR, lockExclusive } from '../../native/shm.js'
 import { parseDtype } from './dtype.js'
 import type { PoolEntry } from './pool.js'
 import type { SegmentRecord } from './registry.js'
@@ -22,6 +22,9 @@ interface StoredPool extends Omit<PoolEntry, 'ino' | 'dev'> { ino: string, dev: 
 export interface Replayed { records: SegmentRecord[], owners: Map<string, string>, pooled: PoolEntry[], skipped: number }
 
 export class StateDirBusy extends Error {}
+
+/** Where instances keep their journals unless told otherwise: on the tmpfs, next to their segments. */
+export const DEFAULT_ROOT = `${SHM_DIR}/.tensorshm`
 
 /**
  * flock on `<dir>/lock`. A closing instance may unlink that file after another opened it, so the lock only
@@ -134,6 +137,8 @@ export class Journal {
       rmSync(this.#file, { force: true })
       rmSync(join(this.dir, 'lock'), { force: true })
       try { rmdirSync(this.dir) } catch {}
+      // The default root shared by instances (/dev/shm/.tensorshm) goes too once the last of them has gone.
+      if (dirname(this.dir) === DEFAULT_ROOT) try { rmdirSync(DEFAULT_ROOT) } catch {}
     }
     closeSync(this.#lockFd)
   }

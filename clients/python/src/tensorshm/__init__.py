@@ -11,64 +11,9 @@ Only numpy and the standard library are needed at run time.
 """
 
 from .client import DEFAULT_URL, Attachment, Client, PutResult
-from .errors import (
-    BadGateway,
-    BadRequest,
-    ClientError,
-    Conflict,
-    ConnectionError,
-    Forbidden,
-    GatewayTimeout,
-    Gone,
-    InsufficientStorage,
-    InternalServerError,
-    LengthRequired,
-    MethodNotAllowed,
-    NotAcceptable,
-    NotFound,
-    PayloadTooLarge,
-    ProtocolError,
-    SegmentTruncated,
-    ServerError,
-    ServiceUnavailable,
-    TensorshmError,
-    Timeout,
-    TooManyRequests,
-    UnprocessableEntity,
-    Unauthorized,
-    UnsupportedMediaType,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F401,F403 - the exception classes, listed once, in errors.__all__
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Client",
-    "Attachment",
-    "PutResult",
-    "DEFAULT_URL",
-    "TensorshmError",
-    "ClientError",
-    "ServerError",
-    "BadRequest",
-    "Unauthorized",
-    "Forbidden",
-    "NotFound",
-    "MethodNotAllowed",
-    "NotAcceptable",
-    "Conflict",
-    "SegmentTruncated",
-    "Gone",
-    "LengthRequired",
-    "PayloadTooLarge",
-    "UnsupportedMediaType",
-    "UnprocessableEntity",
-    "TooManyRequests",
-    "InternalServerError",
-    "BadGateway",
-    "ServiceUnavailable",
-    "GatewayTimeout",
-    "InsufficientStorage",
-    "ConnectionError",
-    "Timeout",
-    "ProtocolError",
-]
+__all__ = ["Client", "Attachment", "PutResult", "DEFAULT_URL", *(n for n in _errors.__all__ if n != "error_for_status")]
