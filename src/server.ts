@@ -20,7 +20,13 @@ try {
   process.exit(1)
 }
 
-closeWithGrace({ delay: 30_000 }, async ({ signal, err }) => {
+// `npm start` forwards the signal it got to the service, which then sees it twice; Ctrl-C does the same. The second
+// one, or the end of the grace period, exits at once, so the releases are done synchronously first.
+const now = (why: string) => () => {
+  server.log.warn({ why }, 'exiting before the graceful close finished; releasing synchronously')
+  server.segments.shutdownNow()
+}
+closeWithGrace({ delay: 30_000, onSecondSignal: now('second signal'), onTimeout: now('grace period over') }, async ({ signal, err }) => {
   if (err !== undefined) server.log.error({ err }, 'closing after an uncaught error')
   else server.log.info({ signal }, 'closing')
   await server.close()

@@ -21,6 +21,26 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   })
 }
 
+t.test('a second signal (npm start forwards the one it got) still leaves nothing behind', async (t) => {
+  const server = await startServer({ TENSORSHM_SEGMENT_PREFIX: prefix })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const made = await post(`${server.url}/v1/segments`, { namespace: 'twice', tensors: { a: { shape: [64, 1024], dtype: 'uint8' }, b: { shape: [32, 1024, 1024], dtype: 'uint8' } } })
+  t.equal(made.status, 201)
+  const { a, b } = (await made.json() as { segments: Record<'a' | 'b', { name: string }> }).segments
+  t.equal((await fetch(`${server.url}/v1/segments/${a.name}`, { method: 'DELETE' })).status, 204, 'one released into the pool')
+  // A download left hanging keeps the graceful close waiting, so the second signal lands in the middle of it.
+  const slow = await fetch(`${server.url}/v1/segments/${b.name}/data`, { headers: { accept: 'application/octet-stream' } })
+  const reader = (slow.body as ReadableStream<Uint8Array>).getReader()
+  await reader.read()
+  server.child.kill('SIGTERM')
+  while (!server.log().includes('"msg":"closing"')) await new Promise((resolve) => setTimeout(resolve, 5))
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 1, 'close-with-grace exits at once on a second signal')
+  await reader.cancel().catch(() => {})
+  t.match(server.log(), /releasing synchronously/)
+  t.same(shmFiles(prefix), [], 'live and pooled segments all gone')
+})
+
 t.test('a bad configuration value stops the start, naming the variable', async (t) => {
   const { code, output } = await runServer({ TENSORSHM_PORT: 'eighty', TENSORSHM_SEGMENT_PREFIX: prefix })
   t.equal(code, 2)

@@ -64,6 +64,7 @@ export class Journal {
   readonly #lockFd: number
   #fd: number
   #lines = 0
+  #closed = false
 
   private constructor (readonly dir: string) {
     this.#lockFd = lock(dir)
@@ -132,6 +133,8 @@ export class Journal {
 
   /** An instance that ends with nothing to remember leaves nothing behind, not even its directory. */
   close (empty: boolean): void {
+    if (this.#closed) return
+    this.#closed = true
     closeSync(this.#fd)
     if (empty) {
       rmSync(this.#file, { force: true })
@@ -144,6 +147,8 @@ export class Journal {
   }
 
   #append (op: Op): void {
+    // After close, only a last-resort synchronous shutdown writes, and its records are gone with the files anyway.
+    if (this.#closed) return
     writeSync(this.#fd, JSON.stringify(op) + '\n')
     this.#lines++
   }

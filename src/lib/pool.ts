@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { zeroFill } from '../../native/io.js'
+import { unlinkQuietly } from '../../native/segment.js'
 import * as shm from '../../native/shm.js'
 import { newSegmentName } from './names.js'
 import { namespaceRoot } from './namespace.js'
@@ -34,7 +35,8 @@ export interface PoolJournal {
  */
 export class SegmentPool {
   readonly #lists = new Map<string, Pooled[]>()
-  readonly #growing = new Map<string, Promise<void>>()
+  /** Spares being made, by key: the promise, and the name the file will have. */
+  readonly #growing = new Map<string, { done: Promise<void>, name: string }>()
   #closed = false
   #bytes = 0
   #count = 0
@@ -132,20 +134,27 @@ export class SegmentPool {
       })
       .catch((err: unknown) => { this.log.debug({ err }, 'no spare segment for the pool') })
       .finally(() => { this.#growing.delete(key) })
-    this.#growing.set(key, done)
+    this.#growing.set(key, { done, name })
   }
 
   /** Resolves when every kept segment is zeroed and no spare is being made. */
   async idle (): Promise<void> {
     await Promise.all([...this.#lists.values()].flat().map(async (e) => await e.ready))
-    await Promise.all(this.#growing.values())
+    await Promise.all([...this.#growing.values()].map(async (g) => await g.done))
   }
 
   /** Empties the pool for good, spares still being made included. */
   async close (): Promise<void> {
     this.#closed = true
     this.trim(Date.now(), true)
-    await Promise.all(this.#growing.values())
+    await Promise.all([...this.#growing.values()].map(async (g) => await g.done))
+  }
+
+  /** The same, synchronously, for a process that is about to exit: spares in the making are unlinked by name. */
+  closeNow (): void {
+    this.#closed = true
+    this.trim(Date.now(), true)
+    for (const { name } of this.#growing.values()) unlinkQuietly(name)
   }
 
   #evictOldest (): void {

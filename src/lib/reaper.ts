@@ -38,4 +38,9 @@ export class Reaper {
   async drain (): Promise<void> {
     await Promise.all(this.#pending.values())
   }
+
+  /** For a process about to exit: whatever is still pending is unlinked now, on this thread. */
+  drainNow (): void {
+    for (const name of [...this.#pending.keys()]) unlinkQuietly(name)
+  }
 }

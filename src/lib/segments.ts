@@ -186,6 +186,18 @@ export class SegmentService extends EventEmitter<Events> {
   }
 
   /** Stops new allocations, then releases everything unless configured to keep it for the next start. */
+  /**
+   * The last resort when the process must exit before `shutdown` could finish (a second signal, the grace
+   * period over): the same releases, synchronously, so that an exit leaves no file behind either.
+   */
+  shutdownNow (): void {
+    this.#closing = true
+    if (!this.config.keepOnShutdown) this.#unlink(this.list(), 'shutdown')
+    this.pool.closeNow()
+    this.reaper.drainNow()
+    this.#journal?.close(this.registry.count === 0)
+  }
+
   async shutdown (): Promise<number> {
     this.#closing = true
     const count = this.registry.count
