@@ -112,7 +112,10 @@ export class Journal {
   released (names: string[]): void { this.#append({ op: 'release', names }) }
   leased (records: SegmentRecord[]): void { this.#append({ op: 'lease', leases: records.map((r) => [r.name, r.expiresAt, r.ttl]) }) }
   owned (namespace: string, owner: string): void { this.#append({ op: 'own', namespace, owner }) }
-  pooled (entries: PoolEntry[]): void { this.#append({ op: 'pool', entries: entries.map((e) => ({ ...e, ino: e.ino.toString(), dev: e.dev.toString() })) }) }
+  pooled (entries: PoolEntry[]): void {
+    this.#append({ op: 'pool', entries: entries.map(({ name, size, key, ino, dev }) => ({ name, size, key, ino: ino.toString(), dev: dev.toString() })) })
+  }
+
   unpooled (names: string[]): void { this.#append({ op: 'unpool', names }) }
 
   /** Rewrites the log as one snapshot of the live state (write, then rename: a crash leaves one or the other). */
