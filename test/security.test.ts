@@ -89,6 +89,15 @@ t.test('a namespace belongs to the key that first used it; another key cannot se
   t.same((await send(app, KEY_B, { method: 'DELETE', url: '/v1/segments?namespace=tenant-b' })).json(), { released: 1 })
 })
 
+t.test('a refused request claims no namespace', async (t) => {
+  const app = await build(t, env)
+  const bad = await send(app, KEY_A, { method: 'POST', url: '/v1/segments', payload: { namespace: 'unclaimed/x', tensors: { k: { shape: [1], dtype: 'object' } } } })
+  t.equal(bad.statusCode, 400)
+  const good = await send(app, KEY_B, { method: 'POST', url: '/v1/segments', payload: { namespace: 'unclaimed/y', tensors: { k: { shape: [1], dtype: 'uint8' } } } })
+  t.equal(good.statusCode, 201, 'the root went to the first key that created something in it')
+  t.equal((await send(app, KEY_A, { method: 'POST', url: '/v1/segments', payload: { namespace: 'unclaimed/z', tensors: { k: { shape: [1], dtype: 'uint8' } } } })).statusCode, 403)
+})
+
 t.test('ownership survives a restart', async (t) => {
   const dir = stateDir(t)
   const first = await build(t, { ...env, TENSORSHM_STATE_DIR: dir, TENSORSHM_KEEP_ON_SHUTDOWN: 'true' })

@@ -51,5 +51,3 @@ export const errorInfo = (name: ErrorName): ErrorInfo => {
   const [code, statusCode, description] = table[name]
   return { code, statusCode, description }
 }
-
-export const allErrors = (): ErrorInfo[] => (Object.keys(table) as ErrorName[]).map(errorInfo)

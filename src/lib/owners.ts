@@ -11,14 +11,19 @@ export class Owners {
 
   constructor (private readonly journal?: Journal) {}
 
-  /** Under local trust (owner null) nobody owns anything; otherwise the first key keeps the root for good. */
-  claim (namespace: string, owner: string | null): void {
+  /** 403 when another key owns the root. Under local trust (owner null) nobody owns anything. */
+  check (namespace: string, owner: string | null): void {
     if (owner === null) return
     const root = namespaceRoot(namespace)
     const holder = this.map.get(root)
-    if (holder === owner) return
-    if (holder !== undefined) throw new errors.NamespaceForbidden(`namespace: "${root}" belongs to another API key`)
-    this.map.set(root, owner)
-    this.journal?.owned(root, owner)
+    if (holder !== undefined && holder !== owner) throw new errors.NamespaceForbidden(`namespace: "${root}" belongs to another API key`)
+  }
+
+  /** The first key to create segments under a root keeps it for good; a refused request claims nothing. */
+  claim (namespace: string, owner: string | null): void {
+    this.check(namespace, owner)
+    if (owner === null || this.map.has(namespaceRoot(namespace))) return
+    this.map.set(namespaceRoot(namespace), owner)
+    this.journal?.owned(namespaceRoot(namespace), owner)
   }
 }

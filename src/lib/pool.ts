@@ -79,8 +79,9 @@ export class SegmentPool {
     return true
   }
 
-  /** Renames a kept, zeroed segment of this key to `name` and returns its identity; undefined when there is none. */
-  async take (key: string, name: string, size: number): Promise<shm.Identity | undefined> {
+  /** Renames a kept, zeroed segment for this owner, namespace root and size under `name` and returns its identity; undefined when there is none. */
+  async take (owner: string | null, namespace: string, size: number, name: string): Promise<shm.Identity | undefined> {
+    const key = SegmentPool.key(owner, namespace, size)
     const list = this.#lists.get(key) ?? []
     const entry = list.find((e) => e.clean) ?? list[0]
     if (entry === undefined) { this.misses++; return undefined }

@@ -83,7 +83,7 @@ export class SegmentService extends EventEmitter<Events> {
   async create (request: CreateRequest, owner: string | null = null): Promise<CreateResult> {
     if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
     const { namespace } = request
-    this.#owners.claim(namespace, owner)
+    this.#owners.check(namespace, owner)
     const planned = plan(request, this.config.maxSegmentBytes)
     const keys = Object.keys(request.tensors)
     for (const key of keys) {
@@ -112,6 +112,7 @@ export class SegmentService extends EventEmitter<Events> {
       for (const key of keys) this.#pending.delete(`${namespace}\0${key}`)
       this.#pendingBytes -= bytes
     }
+    this.#owners.claim(namespace, owner)
     for (const r of made) this.registry.add(r)
     this.#journal?.created(made)
     this.emit('created', made)
@@ -238,7 +239,7 @@ export class SegmentService extends EventEmitter<Events> {
     for (let attempt = 0; ; attempt++) {
       const name = this.#names()
       try {
-        const created = (attempt === 0 ? await this.pool.take(SegmentPool.key(owner, namespace, size), name, size) : undefined) ??
+        const created = (attempt === 0 ? await this.pool.take(owner, namespace, size, name) : undefined) ??
           await createSegment(name, { size, mode: this.config.segmentMode, owner: this.config.segmentOwner, reserve: this.config.reserve })
         const createdAt = Date.now()
         return {
