@@ -182,8 +182,14 @@ export class SegmentService extends EventEmitter<Events> {
     this.emit('released', known, reason)
   }
 
+  /**
+   * Closing starts: no new allocations, and the pool (released segments nobody can reach any more) goes at once,
+   * synchronously. A supervisor such as `npm start` reports the exit a few ms after the signal, before in-flight
+   * requests finish; what can be unlinked without waiting for them is gone by then.
+   */
   beginShutdown (): void {
     this.#closing = true
+    this.pool.closeNow()
   }
 
   /** Stops new allocations, then releases everything unless configured to keep it for the next start. */
