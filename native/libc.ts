@@ -1,5 +1,6 @@
 /* eslint-disable @typescript-eslint/no-explicit-any, camelcase -- the FFI boundary: koffi signatures are untyped, and bindings keep their C names */
 import koffi from 'koffi'
+import { constants } from 'node:fs'
 import { arch } from 'node:process'
 
 const libc = koffi.load('libc.so.6')
@@ -65,14 +66,29 @@ export const renameat2 = libc.func('int renameat2(int olddirfd, const char *oldp
 export const posix_fallocate = libc.func('int posix_fallocate(int fd, int64_t offset, int64_t len)') as Fn<[number, number, number], number>
 
 export const flock = libc.func('int flock(int fd, int operation)') as Fn<[number, number], number>
+export const openat = libc.func('int openat(int dirfd, const char *path, int flags, uint32_t mode)') as Fn<[number, string, number, number], number>
+export const mkdirat = libc.func('int mkdirat(int dirfd, const char *path, uint32_t mode)') as Fn<[number, string, number], number>
+export const unlinkat = libc.func('int unlinkat(int dirfd, const char *path, int flags)') as Fn<[number, string, number], number>
 
 export const errno = (): number => koffi.errno()
 
-export const O_RDONLY = 0
-export const O_RDWR = 2
-export const O_CREAT = 0o100
-export const O_EXCL = 0o200
+// Flag values differ between ABIs (O_NOFOLLOW, O_DIRECTORY on arm): take them from Node, which has the host's.
+export const O_RDONLY = constants.O_RDONLY
+export const O_WRONLY = constants.O_WRONLY
+export const O_RDWR = constants.O_RDWR
+export const O_CREAT = constants.O_CREAT
+export const O_EXCL = constants.O_EXCL
+export const O_APPEND = constants.O_APPEND
+export const O_NONBLOCK = constants.O_NONBLOCK
+export const O_NOFOLLOW = constants.O_NOFOLLOW
+export const O_DIRECTORY = constants.O_DIRECTORY
+/** The same on every Linux ABI that Node runs on; Node does not export it. */
+export const O_CLOEXEC = 0o2000000
+export const S_IFMT = constants.S_IFMT
+export const S_IFREG = constants.S_IFREG
+export const S_IFDIR = constants.S_IFDIR
 export const AT_FDCWD = -100
+export const AT_REMOVEDIR = 0x200
 export const RENAME_NOREPLACE = 1
 export const LOCK_EX = 2
 export const LOCK_NB = 4

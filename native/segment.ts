@@ -45,21 +45,56 @@ export function unlinkQuietly (name: string): boolean {
   }
 }
 
-export type Presence = 'present' | 'missing' | 'replaced'
+/** What makes a file under a name ours: its owner, and the inode we recorded (or, before we knew it, one link only). */
+export interface Expected {
+  uid: number
+  identity?: shm.Identity | undefined
+}
 
-/** Whether the file we created is still there under its name (and is still the same inode). */
-export function presence (name: string, identity: shm.Identity): Presence {
+export type Probe =
+  | { kind: 'ours', fd: number, stat: shm.Stat }
+  | { kind: 'missing' }
+  /** Something else is there: a symlink, a FIFO, a directory, another inode, another owner, or a file we may not open. */
+  | { kind: 'foreign', why: string }
+
+/** Running out of descriptors says nothing about the file: those errors propagate. */
+const RESOURCE = new Set(['EMFILE', 'ENFILE', 'ENOMEM'])
+
+/**
+ * Opens `name` without following a link or waiting on a FIFO, and keeps the fd only if the file is the one we
+ * expect. Whatever else is there is reported, never read, written or unlinked.
+ */
+export function probe (name: string, expected: Expected, writable = false): Probe {
   let fd: number
   try {
-    fd = shm.open(name, false)
+    fd = shm.open(name, writable)
   } catch (err) {
-    if (isSysError(err, 'ENOENT')) return 'missing'
+    if (isSysError(err, 'ENOENT')) return { kind: 'missing' }
+    if (isSysError(err) && !RESOURCE.has(err.code)) return { kind: 'foreign', why: err.code === 'ELOOP' ? 'a symbolic link' : `open: ${err.code}` }
     throw err
   }
+  let why: string | undefined
+  let stat: shm.Stat | undefined
   try {
-    const st = shm.stat(fd)
-    return st.ino === identity.ino && st.dev === identity.dev ? 'present' : 'replaced'
-  } finally {
+    stat = shm.stat(fd)
+    const { identity } = expected
+    if (!stat.regular) why = 'not a regular file'
+    else if (stat.uid !== expected.uid) why = `owned by uid ${stat.uid}`
+    else if (identity !== undefined && (stat.ino !== identity.ino || stat.dev !== identity.dev)) why = 'another inode'
+    else if (identity === undefined && stat.nlink !== 1) why = `${stat.nlink} links`
+  } catch (err) {
     shm.close(fd)
+    throw err
   }
+  if (why === undefined) return { kind: 'ours', fd, stat }
+  shm.close(fd)
+  return { kind: 'foreign', why }
+}
+
+/** Unlinks `name` only if it is still ours; returns whether it did. */
+export function unlinkIfOurs (name: string, expected: Expected): boolean {
+  const found = probe(name, expected)
+  if (found.kind !== 'ours') return false
+  shm.close(found.fd)
+  return unlinkQuietly(name)
 }

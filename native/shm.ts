@@ -1,4 +1,4 @@
-import { readdirSync, statSync, statfsSync } from 'node:fs'
+import { readFileSync, statfsSync } from 'node:fs'
 import { unlink as unlinkFile } from 'node:fs/promises'
 import * as libc from './libc.js'
 import { SysError } from './errors.js'
@@ -18,6 +18,8 @@ export interface Stat {
   gid: number
   /** Bytes the file really holds in tmpfs pages: st_blocks x 512. */
   allocated: number
+  /** A regular file: not a FIFO, socket, device, directory or anything else someone could put under a name. */
+  regular: boolean
 }
 
 export interface Identity { ino: bigint, dev: bigint }
@@ -35,13 +37,19 @@ function shmPath (name: string): string {
   return '/' + name
 }
 
+/**
+ * Anyone can put a FIFO or a symlink under a name that was freed: O_NONBLOCK keeps open() of a FIFO from waiting
+ * for a writer (it would stall the event loop), O_NOFOLLOW makes a symlink ELOOP. Callers check `regular`.
+ */
+const SAFE = libc.O_NONBLOCK | libc.O_NOFOLLOW | libc.O_CLOEXEC
+
 export function open (name: string, writable: boolean): number {
-  return check('shm_open', libc.shm_open(shmPath(name), writable ? libc.O_RDWR : libc.O_RDONLY, 0))
+  return check('shm_open', libc.shm_open(shmPath(name), (writable ? libc.O_RDWR : libc.O_RDONLY) | SAFE, 0))
 }
 
 /** O_CREAT|O_EXCL: never adopts a file that someone else created under the same name. */
 export function createExclusive (name: string, mode: number): number {
-  return check('shm_open', libc.shm_open(shmPath(name), libc.O_CREAT | libc.O_EXCL | libc.O_RDWR, mode & 0o777))
+  return check('shm_open', libc.shm_open(shmPath(name), libc.O_CREAT | libc.O_EXCL | libc.O_RDWR | SAFE, mode & 0o777))
 }
 
 export function unlink (name: string): void {
@@ -89,7 +97,8 @@ export function stat (fd: number): Stat {
     mode: Number(raw.st_mode),
     uid: Number(raw.st_uid),
     gid: Number(raw.st_gid),
-    allocated: Number(raw.st_blocks) * 512
+    allocated: Number(raw.st_blocks) * 512,
+    regular: (Number(raw.st_mode) & libc.S_IFMT) === libc.S_IFREG
   }
 }
 
@@ -118,34 +127,10 @@ export async function reserve (fd: number, size: number): Promise<void> {
   if (rc !== 0) throw new SysError('posix_fallocate', rc)
 }
 
-/** Opens `name` and checks it is still the file we created, not a look-alike put there since. */
-export function openVerified (name: string, identity: Identity, writable: boolean): { fd: number, stat: Stat } {
-  const fd = open(name, writable)
-  try {
-    const st = stat(fd)
-    if (st.ino !== identity.ino || st.dev !== identity.dev) throw new SysError('shm_open', 2 /* ENOENT */)
-    return { fd, stat: st }
-  } catch (err) {
-    libc.close(fd)
-    throw err
-  }
-}
-
-/** Size and free bytes of the file system behind SHM_DIR (tmpfs: its memory limit). */
-export function capacity (): { total: number, free: number } {
+/** Size and free bytes of the file system behind SHM_DIR (tmpfs: its memory limit), and its page size. */
+export function capacity (): { total: number, free: number, pageSize: number } {
   const st = statfsSync(SHM_DIR)
-  return { total: st.blocks * st.bsize, free: st.bavail * st.bsize }
-}
-
-/** Names under SHM_DIR that start with `prefix`, with their sizes; one readdir, then a stat per match. */
-export function list (prefix: string): Array<{ name: string, size: number, ino: bigint, dev: bigint }> {
-  const out = []
-  for (const name of readdirSync(SHM_DIR)) {
-    if (!name.startsWith(prefix)) continue
-    const st = statSync(`${SHM_DIR}/${name}`, { bigint: true, throwIfNoEntry: false })
-    if (st?.isFile() === true) out.push({ name, size: Number(st.size), ino: st.ino, dev: st.dev })
-  }
-  return out
+  return { total: st.blocks * st.bsize, free: st.bavail * st.bsize, pageSize: st.bsize }
 }
 
 /**
@@ -154,4 +139,14 @@ export function list (prefix: string): Array<{ name: string, size: number, ino: 
  */
 export function lockExclusive (fd: number): void {
   check('flock', libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB))
+}
+
+/** The soft limit on open files (RLIMIT_NOFILE) as the kernel reports it, or undefined where it cannot be read. */
+export function openFileLimit (): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    return m?.[1] === undefined || m[1] === 'unlimited' ? undefined : Number(m[1])
+  } catch {
+    return undefined
+  }
 }

@@ -36,7 +36,7 @@ const decodeRoute: FastifyPluginAsyncTypebox = async (fastify) => {
             [NPZ_TYPE]: { schema: Type.String({ format: 'binary' }) }
           }
         },
-        ...errorResponses('InvalidRequest', 'InvalidJson', 'InvalidDescriptor', 'InvalidPickle', 'InvalidName', 'LimitExceeded', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone', 'BodyTooLarge', 'UnsupportedMediaType', 'SpecMismatch', 'PickleRefused')
+        ...errorResponses('InvalidRequest', 'InvalidJson', 'InvalidDescriptor', 'InvalidPickle', 'InvalidName', 'LimitExceeded', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone', 'BodyTooLarge', 'UnsupportedMediaType', 'SpecMismatch', 'PickleRefused', 'Busy')
       }
     },
     // The body schema documents the JSON form; both encodings are checked by the descriptor readers.
@@ -44,10 +44,10 @@ const decodeRoute: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const type = negotiate(request.headers.accept, [JSON_TYPE, NPZ_TYPE])
     if (type === undefined) throw new errors.NotAcceptable(`Accept: this route produces ${JSON_TYPE} or ${NPZ_TYPE}`)
-    const limits = { maxKeys: config.maxDictKeys, maxListLength: config.maxListLength, maxDepth: config.maxDepth, maxBytes: config.bodyLimit }
+    const limits = { maxKeys: config.maxDictKeys, maxListLength: config.maxListLength, maxDepth: config.maxDepth, maxBytes: config.bodyLimit, maxDescriptors: config.maxDescriptors }
     const entries = Buffer.isBuffer(request.body) ? entriesFromPickle(request.body, limits) : entriesFromJson(request.body, limits)
     const t0 = performance.now()
-    const out = decode(segments, entries, type, { prefix: config.segmentPrefix, owner: request.owner })
+    const out = decode(segments, entries, type, { prefix: config.segmentPrefix, caller: request.caller })
     out.body.on('error', (err) => { request.log.warn({ err }, 'decode failed mid-stream') })
     out.body.once('end', () => { fastify.metrics.decoded(out.bytes, (performance.now() - t0) / 1000) })
     reply.type(out.type)

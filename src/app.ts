@@ -11,7 +11,7 @@ import metricsRoutes from '../routes/metrics.js'
 import v1 from '../routes/v1.js'
 import auth from './plugins/app/auth.js'
 import metrics from './plugins/app/metrics.js'
-import underPressure from './plugins/external/under-pressure.js'
+import loadShedding from './plugins/app/load-shedding.js'
 
 export interface AppOptions { config: Config }
 
@@ -21,6 +21,10 @@ export function serverOptions (config: Config): FastifyServerOptions {
     logger: { level: config.logLevel },
     bodyLimit: config.bodyLimit,
     return503OnClosing: true,
+    // A silent connection (a stalled upload, a download nobody reads) is closed: it would pin an fd and the
+    // pages of a released segment. A request must arrive whole in time, however slowly it trickles.
+    connectionTimeout: config.idleTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
     // Over-long segment names reach the handler, which answers 400 naming the field, not a bare 414.
     routerOptions: { maxParamLength: 4096 },
     schemaErrorFormatter: formatSchemaErrors,
@@ -37,9 +41,10 @@ export function serverOptions (config: Config): FastifyServerOptions {
 async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   // JSON and the types each route declares; text/plain is not an encoding of anything this API reads.
   fastify.removeContentTypeParser('text/plain')
+  fastify.server.maxConnections = opts.config.maxConnections
   await fastify.register(config, { config: opts.config })
   await fastify.register(errors)
-  await fastify.register(underPressure)
+  await fastify.register(loadShedding)
   await fastify.register(auth)
   await fastify.register(swagger)
   await fastify.register(segments)

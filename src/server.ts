@@ -15,6 +15,7 @@ try {
 const server = Fastify(serverOptions(config))
 try {
   await server.register(app, { config })
+  await server.ready()
 } catch (err) {
   server.log.fatal({ err }, 'could not start')
   process.exit(1)
@@ -24,13 +25,17 @@ try {
 // one, or the end of the grace period, exits at once, so the releases are done synchronously first.
 const now = (why: string) => () => {
   server.log.warn({ why }, 'exiting before the graceful close finished; releasing synchronously')
-  server.segments.shutdownNow()
+  server.segments.closeNow()
 }
 closeWithGrace({ delay: 30_000, onSecondSignal: now('second signal'), onTimeout: now('grace period over') }, async ({ signal, err }) => {
-  if (err !== undefined) server.log.error({ err }, 'closing after an uncaught error')
-  else server.log.info({ signal }, 'closing')
+  if (err !== undefined) {
+    // Crash-only: a bug must not take every tenant's segments with it. They stay, with the journal, for the next start.
+    server.log.fatal({ err }, 'uncaught error: exiting without releasing segments; a restart recovers them from the journal')
+    process.exit(70)
+  }
+  server.log.info({ signal }, 'closing')
   // At once, not after Fastify's close has begun: `npm start` reports the exit a few ms after the signal.
-  server.segments.beginShutdown()
+  server.segments.stopAccepting()
   await server.close()
 })
 

@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto'
 import { truncateSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import * as shm from '../native/shm.js'
+import { ANONYMOUS } from '../src/lib/caller.js'
+import { NPY, writeTensor } from '../src/lib/transfer.js'
 import { build, checkNoLeftovers, suitePrefix } from './helpers/build.js'
 import { python } from './helpers/python.js'
 
@@ -163,6 +165,42 @@ t.test('truncated to 0 while a large read streams: the response fails, the proce
   t.ok(got < big.nbytes, `${got} of ${big.nbytes} bytes arrived`)
   const health = await fetch(`${url}/healthz`)
   t.equal(health.status, 200, 'the service goes on serving')
+})
+
+t.test('an npy with a 1 MiB header arriving 16 bytes at a time is joined once, not once per piece (issue #10)', async (t) => {
+  const app = await build(t, env)
+  const { x } = await create(app, 'slowheader', { x: { shape: [4], dtype: 'uint8' } }) as { x: Descriptor }
+  // A valid 2.0 preamble padded with spaces to just under 1 MiB, then the 4 data bytes.
+  const preamble = Buffer.alloc((1 << 20) - 64, ' ')
+  preamble.write('\x93NUMPY\x02\x00', 'latin1')
+  preamble.writeUInt32LE(preamble.length - 12, 8)
+  preamble.write("{'descr': '|u1', 'fortran_order': False, 'shape': (4,), }", 12, 'latin1')
+  preamble[preamble.length - 1] = 0x0a
+  const data = Buffer.from([1, 2, 3, 4])
+  const body = Buffer.concat([preamble, data])
+  async function * pieces (): AsyncGenerator<Buffer> {
+    for (let i = 0; i < body.length; i += 16) yield body.subarray(i, i + 16)
+  }
+  // Counts what Buffer.concat copies while the upload runs; past 8x the body it is quadratic, and stops the test there.
+  const concat = Buffer.concat
+  const copies = { calls: 0, bytes: 0 }
+  Buffer.concat = (list, totalLength) => {
+    const out = concat(list, totalLength)
+    copies.calls++
+    copies.bytes += out.length
+    if (copies.bytes > 8 * body.length) throw new Error(`Buffer.concat copied ${copies.bytes} bytes in ${copies.calls} calls for a ${body.length}-byte body`)
+    return out
+  }
+  let written
+  try {
+    written = await writeTensor(app.segments, app.segments.get(x.name, ANONYMOUS), NPY, body.length, pieces())
+  } finally {
+    Buffer.concat = concat
+  }
+  t.equal(written, data.length)
+  t.ok(copies.bytes <= 2 * body.length, `${copies.bytes} bytes copied in ${copies.calls} calls for a ${body.length}-byte body`)
+  t.ok(copies.calls <= 16, 'a constant number of joins, not one per piece')
+  t.equal(await fileSha(x.name), sha(data))
 })
 
 checkNoLeftovers(t, prefix)

@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { existsSync, readFileSync } from 'node:fs'
-import { build, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { build, checkNoLeftovers, suitePrefix } from './helpers/build.js'
+import { liveFiles, registered, unknownFiles } from './helpers/files.js'
 
 /**
  * Runs test/fixtures/hostile/corpus.json: named hostile requests, one app per distinct `env`. Besides each case's own
@@ -119,23 +120,6 @@ function builtins (): string {
   return JSON.stringify(all.map((o) => Reflect.ownKeys(o).map(String).sort()))
 }
 
-/** Released segments the service keeps for reuse, if it keeps any: it may unlink them on its own schedule. */
-function pooled (app: FastifyInstance): string[] {
-  const pool = (app.segments as { pool?: { names?: () => Iterable<string> } }).pool
-  return pool?.names === undefined ? [] : [...pool.names()]
-}
-
-/** The files the service accounts for: its registry, and the released segments it keeps. */
-function serviceFiles (app: FastifyInstance): string[] {
-  return [...[...app.segments.registry.values()].map((r) => r.name), ...pooled(app)].sort()
-}
-
-/** The segments on /dev/shm, without the kept ones (whose trimming is not the request's doing). */
-function liveFiles (app: FastifyInstance): string[] {
-  const kept = new Set(pooled(app))
-  return shmFiles(prefix).filter((f) => !kept.has(f))
-}
-
 async function runCase (t: Test, c: Case, ctx: Context): Promise<void> {
   const { app } = ctx
   const url = expand(c.request.url, ctx)
@@ -144,7 +128,7 @@ async function runCase (t: Test, c: Case, ctx: Context): Promise<void> {
   if (type !== undefined && headers['content-type'] === undefined) headers['content-type'] = type
   const options: InjectOptions = { method: c.request.method as InjectOptions['method'], url, headers, ...(payload === undefined ? {} : { payload }) }
 
-  const before = liveFiles(app)
+  const before = liveFiles(app, prefix)
   const proto = builtins()
   const t0 = performance.now()
   let res: LightMyRequestResponse | undefined
@@ -170,9 +154,10 @@ async function runCase (t: Test, c: Case, ctx: Context): Promise<void> {
     t.notOk(shown.includes(ctx.seg), 'another key never sees the fixture\'s name')
   }
 
-  t.same(shmFiles(prefix), serviceFiles(app), '/dev/shm holds exactly what the service accounts for')
-  if (res.statusCode >= 400) t.same(liveFiles(app), before, 'a refused request leaves /dev/shm as it found it')
-  t.ok(app.segments.registry.get(ctx.seg) !== undefined, 'the fixture is still registered')
+  t.same(unknownFiles(app, prefix), [], '/dev/shm holds nothing the service does not account for')
+  t.same([...registered(app)].sort(), liveFiles(app, prefix), 'and every registered segment is there')
+  if (res.statusCode >= 400) t.same(liveFiles(app, prefix), before, 'a refused request leaves /dev/shm as it found it')
+  t.ok(registered(app).has(ctx.seg), 'the fixture is still registered')
   t.same(readFileSync(`/dev/shm/${ctx.seg}`), ctx.data, 'the fixture\'s bytes are unchanged')
   t.equal(builtins(), proto, 'no built-in object gained a property')
   t.equal(({} as Record<string, unknown>).polluted, undefined, 'no polluted property')

@@ -88,8 +88,8 @@ t.test('quotas: over the byte limit or the namespace limit is a 507 that leaves 
   t.match(huge.json(), { statusCode: 507, code: 'TSHM_INSUFFICIENT_STORAGE', message: /free on \/dev\/shm/ })
   t.same(shmFiles(prefix).length, 3)
   const stats = (await app.inject({ url: '/v1/stats' })).json()
-  t.same(stats.quota_rejections, { total_bytes: 1, namespace_segments: 1, capacity: 0 })
-  t.same((await space.inject({ url: '/v1/stats' })).json().quota_rejections, { total_bytes: 0, namespace_segments: 0, capacity: 1 })
+  t.same(stats.quota_rejections, { total_bytes: 1, segments: 0, namespace_segments: 1, capacity: 0 })
+  t.same((await space.inject({ url: '/v1/stats' })).json().quota_rejections, { total_bytes: 0, segments: 0, namespace_segments: 0, capacity: 1 })
   await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=q' })
 })
 

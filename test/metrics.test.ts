@@ -45,11 +45,9 @@ t.test('the metrics move with create, release and expiry; no label carries a nam
   await post(app, 'm/short', { z: { shape: [64], dtype: 'uint8' } }, { ttl_seconds: 1 })
   const later = Date.now() + 1500
   // Past the lease, before a sweep: counted as leaked.
-  const leaked = app.metrics.leaks()
-  t.same(leaked.expired, [0, 0], 'not yet expired')
-  const expiredScan = (await import('../src/lib/sweeper.js')).scan(app.segments, prefix, later)
-  t.equal(expiredScan.expired.length, 1)
-  t.equal(app.sweeper.sweep(later).reclaimed, 1)
+  t.same(app.metrics.figures().expired, { segments: 0, bytes: 0 }, 'not yet expired')
+  t.equal(app.segments.expired(later).length, 1)
+  t.equal((await app.sweeper.sweep(later)).reclaimed, 1)
   const m3 = await scrape(app)
   t.equal(m3.get('tensorshm_releases_total{reason="expired"}'), 1)
   t.equal(m3.get('tensorshm_reclaimed_total{reason="expired"}'), 1)

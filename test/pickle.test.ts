@@ -455,6 +455,28 @@ t.test('maxMemo, maxBytes, and the bytes _codecs.encode may produce', async (t) 
   t.equal((parsePickle(encodes, { maxBytes: 4_000_000 }) as Buffer[]).length, 20)
 })
 
+t.test('a shared budget makes maxItems and maxBytes bound several parses together', async (t) => {
+  const nines = b(P2, ']', '(', 'N'.repeat(9), 'e', '.')
+  const budget = { items: 0, bytes: 0 }
+  t.strictSame(parsePickle(nines, { maxItems: 25, budget }), Array(9).fill(null))
+  t.strictSame(budget, { items: 10, bytes: nines.length }, 'a list and its 9 values, and the input read')
+  t.strictSame(parsePickle(nines, { maxItems: 25, budget }), Array(9).fill(null))
+  t.throws(() => parsePickle(nines, { maxItems: 25, budget }), { name: 'PickleInvalid', message: /^pickle: more than 25 values with the pickles read before it \(maxItems\) at byte \d+$/ })
+  // 5 values made, 23 met once the shared references are expanded: the budget is charged the larger.
+  let shared = b(P2, ']', 'N', 'a', 'q', 0, '0')
+  for (let i = 1; i <= 3; i++) shared = b(shared, ']', 'h', i - 1, 'a', 'h', i - 1, 'a', 'q', i, '0')
+  shared = b(shared, 'h', 3, '.')
+  const expanded = { items: 0, bytes: 0 }
+  parsePickle(shared, { budget: expanded })
+  t.equal(expanded.items, 1 + 2 * (1 + 2 * (1 + 2 * (1 + 1))))
+  t.throws(() => parsePickle(shared, { maxItems: 40, budget: expanded }), { message: /once shared references are expanded \(maxItems\)/ })
+  const bytes = { items: 0, bytes: 0 }
+  parsePickle(nines, { maxBytes: 2 * nines.length, budget: bytes })
+  parsePickle(nines, { maxBytes: 2 * nines.length, budget: bytes })
+  t.throws(() => parsePickle(nines, { maxBytes: 2 * nines.length, budget: bytes }), { message: /^pickle: \d+ bytes is over the limit of \d+ with the pickles read before it \(maxBytes\) at byte 0$/ })
+  t.strictSame(parsePickle(nines, { maxItems: 10 }), Array(9).fill(null), 'without a budget, each parse has the whole allowance')
+})
+
 t.test('a memoized bytearray argument reused many times is not copied each time', async (t) => {
   let data = b(P3, glob('builtins', 'bytearray'), 'q', 0, 'B', u32(100_000), Buffer.alloc(100_000, 7), TUPLE1, 'q', 1, '0', '0', ']', '(')
   data = b(data, Buffer.alloc(5000 * 5, b('h', 0, 'h', 1, 'R')), 'e', '.')

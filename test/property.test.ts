@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { isDeepStrictEqual } from 'node:util'
 import { build, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { liveFiles, registered, unknownFiles } from './helpers/files.js'
 import { NOS_STANDIN } from './helpers/nos.js'
 import { mutate, mutation } from './helpers/mutate.js'
 import { python } from './helpers/python.js'
@@ -60,29 +61,12 @@ function expectError (res: Res, status: number, code: string, what: string): voi
   if (res.statusCode !== status || body?.code !== code) fail(`${what}: expected ${status} ${code}, got ${res.statusCode} ${clip(res.body)}`)
 }
 
-/** Released segments the service keeps for reuse, if it keeps any: it may unlink them on its own schedule. */
-function pooled (app: FastifyInstance): string[] {
-  const pool = (app.segments as { pool?: { names?: () => Iterable<string> } }).pool
-  return pool?.names === undefined ? [] : [...pool.names()]
-}
-
-/** The files the service accounts for: its registry, and the released segments it keeps. */
-function serviceFiles (app: FastifyInstance): string[] {
-  return [...[...app.segments.registry.values()].map((r) => r.name), ...pooled(app)].sort()
-}
-
-/** The segments on /dev/shm, without the kept ones (whose trimming is not the request's doing). */
-function liveFiles (app: FastifyInstance, prefix: string): string[] {
-  const kept = new Set(pooled(app))
-  return shmFiles(prefix).filter((f) => !kept.has(f))
-}
-
+/** Every file with the prefix is one the service knows, and every segment it registered is there. */
 function checkAccounted (app: FastifyInstance, prefix: string): void {
-  const files = shmFiles(prefix)
-  const known = serviceFiles(app)
-  if (!isDeepStrictEqual(files, known)) {
-    fail(`/dev/shm and the service disagree: only on disk ${JSON.stringify(files.filter((f) => !known.includes(f)))}, only in the service ${JSON.stringify(known.filter((f) => !files.includes(f)))}`)
-  }
+  const unknown = unknownFiles(app, prefix)
+  const files = new Set(shmFiles(prefix))
+  const missing = [...registered(app)].filter((f) => !files.has(f))
+  if (unknown.length > 0 || missing.length > 0) fail(`/dev/shm and the service disagree: only on disk ${JSON.stringify(unknown)}, only in the service ${JSON.stringify(missing)}`)
 }
 
 /** Sends, checks the answer, and when it is a refusal checks that /dev/shm did not change. */
@@ -391,14 +375,14 @@ t.test('1. TensorSpec validation: the answer is the reference model\'s, and a re
     try {
       await property(generated)
     } finally {
-      for (const r of [...app.segments.registry.values()]) await app.inject({ method: 'DELETE', url: `/v1/segments/${r.name}` })
+      for (const name of registered(app)) await app.inject({ method: 'DELETE', url: `/v1/segments/${name}` })
     }
   }
   await fc.assert(fc.asyncProperty(createBodyArb, isolated), runs(1500))
   await fc.assert(fc.asyncProperty(fc.jsonValue(), isolated), runs(300))
   t.ok(created > 50, `${created} segments were created (and released) on the way`)
   t.ok(refused.size >= 3, `refusals seen: ${JSON.stringify(Object.fromEntries(refused))}`)
-  t.equal(app.segments.registry.count, 0, 'nothing is left registered')
+  t.equal(app.segments.figures().segments, 0, 'nothing is left registered')
 })
 
 // --- 2. Name validation
@@ -469,7 +453,7 @@ t.test('2. names: only 400 TSHM_INVALID_NAME or 404, and an existing segment is 
     else want = [400, 'TSHM_INVALID_NAME']
     if (res.statusCode !== want[0] || body?.code !== want[1]) fail(`${o.method} ${url} (${JSON.stringify(server).slice(0, 80)}): expected ${want.join(' ')}, got ${res.statusCode} ${clip(res.body)}`)
     seen.set(want[1], (seen.get(want[1]) ?? 0) + 1)
-    if (app.segments.registry.get(victim) === undefined) fail(`the victim was released by ${o.method} ${url}`)
+    if (!registered(app).has(victim)) fail(`the victim was released by ${o.method} ${url}`)
     if (!readFileSync(`/dev/shm/${victim}`).equals(pattern)) fail(`the victim's bytes changed after ${o.method} ${url}`)
     checkAccounted(app, prefix)
   }), runs(2000))
@@ -848,7 +832,10 @@ type Who = 'A' | 'B'
 const KEYS: Record<Who, string> = { A: 'prop-tenant-a-key-000000000001', B: 'prop-tenant-b-key-000000000002' }
 const other = (who: Who): Who => who === 'A' ? 'B' : 'A'
 interface MSeg { name: string, owner: Who, namespace: string, key: string, nbytes: number, data: Buffer, alive: boolean }
-interface Model { run: number, roots: Map<string, Who>, segs: MSeg[], names: Record<Who, Set<string>> }
+interface Model { run: number, segs: MSeg[], names: Record<Who, Set<string>> }
+
+/** Who holds a root: the owner of its live segments. A claim ends with its last segment, so nobody squats a root. */
+const holderOf = (m: Model, root: string): Who | undefined => m.segs.find((s) => s.alive && (s.namespace === root || s.namespace.startsWith(`${root}/`)))?.owner
 interface Real { app: FastifyInstance, prefix: string }
 type Cmd = fc.AsyncCommand<Model, Real>
 
@@ -876,9 +863,9 @@ async function request (m: Model, r: Real, who: Who | null, options: InjectOptio
 /** After every command: what the model holds alive is registered and on /dev/shm; what it released is neither. */
 function invariants (m: Model, r: Real): void {
   for (const s of m.segs) {
-    const registered = r.app.segments.registry.get(s.name) !== undefined
-    if (registered !== s.alive || existsSync(`/dev/shm/${s.name}`) !== s.alive) {
-      fail(`${s.owner}'s ${s.name} (${s.namespace}): the model says ${s.alive ? 'alive' : 'released'}, registered ${registered}`)
+    const isRegistered = registered(r.app).has(s.name)
+    if (isRegistered !== s.alive || existsSync(`/dev/shm/${s.name}`) !== s.alive) {
+      fail(`${s.owner}'s ${s.name} (${s.namespace}): the model says ${s.alive ? 'alive' : 'released'}, registered ${isRegistered}`)
     }
   }
 }
@@ -893,9 +880,8 @@ class Create implements Cmd {
     const root = rootName(m, this.root)
     const namespace = this.sub === '' ? root : `${root}/${this.sub}`
     const res = await request(m, r, this.who, { method: 'POST', url: '/v1/segments', payload: { namespace, tensors: { [this.key]: { shape: [this.size], dtype: 'uint8' } } } })
-    const holder = m.roots.get(root)
+    const holder = holderOf(m, root)
     if (holder !== undefined && holder !== this.who) return expectError(res, 403, 'TSHM_NAMESPACE_FORBIDDEN', this.toString())
-    m.roots.set(root, this.who)
     if (m.segs.some((s) => s.alive && s.namespace === namespace && s.key === this.key)) return expectError(res, 409, 'TSHM_DUPLICATE_KEY', this.toString())
     expectStatus(res, 201, this.toString())
     const d = (res.json() as { segments: Record<string, { name: string, nbytes: number }> }).segments[this.key] ?? fail('no descriptor')
@@ -1049,7 +1035,7 @@ t.test('5. two API keys: B never sees A\'s names or data, and only A (or a lease
   let steps = 0
 
   await fc.assert(fc.asyncProperty(fc.commands(commands, { maxCommands: 40, size: 'medium' }), async (cmds) => {
-    const model: Model = { run: ++run, roots: new Map(), segs: [], names: { A: new Set(), B: new Set() } }
+    const model: Model = { run: ++run, segs: [], names: { A: new Set(), B: new Set() } }
     try {
       await fc.asyncModelRun(() => ({ model, real }), cmds)
       steps += [...cmds].length
@@ -1059,7 +1045,7 @@ t.test('5. two API keys: B never sees A\'s names or data, and only A (or a lease
         for (let i = 0; i < 3; i++) await app.inject({ method: 'DELETE', url: `/v1/segments?namespace=${rootName(model, i)}`, headers: { authorization: `Bearer ${KEYS[w]}` } })
       }
     }
-    if (app.segments.registry.count !== 0) fail(`${app.segments.registry.count} segments outlived the run`)
+    if (app.segments.figures().segments !== 0) fail(`${app.segments.figures().segments} segments outlived the run`)
     checkAccounted(app, prefix)
   }), runs(100))
   t.ok(steps > 500, `${steps} commands in ${run} runs`)

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as shm from '../native/shm.js'
 import { checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { poll } from './helpers/e2e.js'
 import { runServer, startServer, type Running } from './helpers/server.js'
 
 const prefix = suitePrefix('restart')
@@ -58,11 +59,12 @@ t.test('after SIGKILL and a restart, every live segment is known again with its 
 })
 
 t.test('two instances on one /dev/shm with separate state never touch each other\'s segments', async (t) => {
-  const same = await start(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: dir() })
-  const twin = await start(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: dir() })
-  const other = await start(t, { TENSORSHM_SEGMENT_PREFIX: otherPrefix, TENSORSHM_STATE_DIR: dir() })
+  const sweeping = { TENSORSHM_SWEEP_INTERVAL: '0.2', TENSORSHM_POOL_BYTES: '0' }
+  const same = await start(t, { ...sweeping, TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: dir() })
+  const twin = await start(t, { ...sweeping, TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: dir() })
+  const other = await start(t, { ...sweeping, TENSORSHM_SEGMENT_PREFIX: otherPrefix, TENSORSHM_STATE_DIR: dir() })
   for (const s of [same, twin, other]) {
-    t.equal((await call(s, 'POST', '/v1/segments', { namespace: 'shared', ttl_seconds: 1, tensors: { x: { shape: [16], dtype: 'uint8' } } })).status, 201)
+    t.equal((await call(s, 'POST', '/v1/segments', { namespace: 'shared', ttl_seconds: 0, tensors: { x: { shape: [16], dtype: 'uint8' } } })).status, 201)
   }
   const mine = (await call(same, 'GET', '/v1/segments')).body.segments as Array<{ name: string }>
   const theirs = (await call(twin, 'GET', '/v1/segments')).body.segments as Array<{ name: string }>
@@ -70,12 +72,18 @@ t.test('two instances on one /dev/shm with separate state never touch each other
   t.equal(theirs.length, 1)
   t.equal((await call(same, 'GET', `/v1/segments/${theirs[0]?.name ?? ''}`)).status, 404, 'a twin\'s segment is not ours to see')
   t.equal((await call(same, 'DELETE', `/v1/segments/${theirs[0]?.name ?? ''}`)).status, 404, 'nor to release')
-  const metrics = await (await fetch(`${same.url}/metrics`)).text()
-  t.match(metrics, /tensorshm_leaked_segments\{kind="orphan"\} 1/, 'the twin\'s file counts as an orphan here, and stays')
-  // Leases ran out: each sweeps only its own.
-  await new Promise((resolve) => setTimeout(resolve, 1100))
-  const released = await call(same, 'DELETE', '/v1/segments?namespace=shared')
-  t.same(released.body, { released: 1 })
+  await poll('the twin\'s file counted as an orphan', async () => {
+    const metrics = await (await fetch(`${same.url}/metrics`)).text()
+    if (!/tensorshm_leaked_segments\{kind="orphan"\} 1\n/.test(metrics)) throw new Error(/tensorshm_leaked_segments\{kind="orphan"\} .*/.exec(metrics)?.[0])
+  }, { timeoutMs: 10_000, intervalMs: 100 })
+  // Leases run out: each sweeps only its own.
+  for (const s of [same, twin]) {
+    t.equal((await call(s, 'POST', '/v1/segments', { namespace: 'short', ttl_seconds: 1, tensors: { x: { shape: [16], dtype: 'uint8' } } })).status, 201)
+  }
+  await poll('both short leases reclaimed, each by its own instance', async () => {
+    for (const s of [same, twin]) if (((await call(s, 'GET', '/v1/segments?namespace=short')).body.segments as unknown[]).length !== 0) throw new Error('not yet')
+  }, { timeoutMs: 10_000, intervalMs: 100 })
+  t.same(shmFiles(prefix).sort(), [mine[0]?.name, theirs[0]?.name].sort(), 'the leases that never end are still there, both of them')
   same.child.kill('SIGTERM')
   await same.exited
   t.same(shmFiles(prefix), [theirs[0]?.name], 'the twin\'s segment is still there')

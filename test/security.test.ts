@@ -2,6 +2,7 @@ import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { OPERATOR } from '../src/lib/caller.js'
 import { ConfigError, isLoopback, loadConfig } from '../src/lib/config.js'
 import { build, checkNoLeftovers, stateDir, suitePrefix } from './helpers/build.js'
 import { runServer } from './helpers/server.js'
@@ -39,7 +40,7 @@ t.test('with keys configured, every /v1 route needs one: 401 in the API\'s error
       t.equal(res.headers['www-authenticate'], 'Bearer realm="tensorshm"')
     }
   }
-  t.same(app.segments.list(), [], 'nothing was created')
+  t.same(app.segments.list(undefined, OPERATOR), [], 'nothing was created')
   for (const url of ['/healthz', '/readyz', '/metrics', '/docs', '/openapi.json']) {
     t.equal((await app.inject({ url })).statusCode < 400, true, `${url} stays open by default`)
   }

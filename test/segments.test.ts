@@ -3,7 +3,8 @@ import { closeSync, readSync } from 'node:fs'
 import * as shm from '../native/shm.js'
 import { newSegmentName } from '../src/lib/names.js'
 import { SegmentService } from '../src/lib/segments.js'
-import { build, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { ANONYMOUS } from '../src/lib/caller.js'
+import { build, checkNoLeftovers, openJournal, shmFiles, suitePrefix } from './helpers/build.js'
 import { python } from './helpers/python.js'
 
 const prefix = suitePrefix('segments')
@@ -133,7 +134,7 @@ t.test('releasing a namespace works on / boundaries', async (t) => {
   t.same(['ns/a', 'ns/a/x', 'ns/a/x/y', 'ns/ab', 'ns/b'].map((ns) => files.includes(names[ns] ?? '')), [false, false, false, true, true], 'released names are gone from /dev/shm')
   t.same((await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=ns' })).json(), { released: 2 })
   t.same(shmFiles(prefix).filter((f) => Object.values(names).includes(f)), [])
-  t.equal(shmFiles(prefix).length, app.segments.pool.count, 'what remains is kept for reuse, and counted')
+  t.equal(shmFiles(prefix).length, app.segments.figures().pool.segments, 'what remains is kept for reuse, and counted')
 })
 
 t.test('duplicates, unknown and malformed names', async (t) => {
@@ -227,13 +228,13 @@ t.test('creation is all or nothing', async (t) => {
   const taken = `${prefix}00000000000000ff`
   shm.close(shm.createExclusive(taken, 0o600))
   const names = [`${prefix}0000000000000001`, `${prefix}0000000000000002`, taken, taken, taken, taken]
-  const service = new SegmentService(app.config, app.log, { names: () => names.shift() ?? newSegmentName(prefix) })
-  await t.rejects(service.create({ namespace: 'aon', tensors: { a: [{ shape: [4], dtype: 'uint8' }, { shape: [4], dtype: 'uint8' }], b: { shape: [4], dtype: 'uint8' } } }),
+  const service = new SegmentService(app.config, app.log, openJournal(t, prefix), { names: () => names.shift() ?? newSegmentName(prefix) })
+  await t.rejects(service.create({ namespace: 'aon', tensors: { a: [{ shape: [4], dtype: 'uint8' }, { shape: [4], dtype: 'uint8' }], b: { shape: [4], dtype: 'uint8' } } }, ANONYMOUS),
     { name: 'SysError', code: 'EEXIST', syscall: 'shm_open' })
   t.same(shmFiles(prefix), [taken], 'the two segments created before the failure were removed, and the other file left alone')
-  t.equal(service.registry.count, 0)
-  t.equal((await service.create({ namespace: 'aon', tensors: { a: { shape: [1], dtype: 'uint8' } } })).namespace, 'aon', 'the keys are free again')
-  await service.shutdown()
+  t.equal(service.figures().segments, 0)
+  t.equal((await service.create({ namespace: 'aon', tensors: { a: { shape: [1], dtype: 'uint8' } } }, ANONYMOUS)).namespace, 'aon', 'the keys are free again')
+  await service.close()
   shm.unlink(taken)
   t.same(shmFiles(prefix), [])
 })

@@ -28,11 +28,11 @@ const data: FastifyPluginAsyncTypebox = async (fastify) => {
       params: NameParamsSchema,
       response: {
         200: binary('The tensor.'),
-        ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone')
+        ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound', 'NotAcceptable', 'SegmentTruncated', 'SegmentGone', 'Busy')
       }
     }
   }, async (request, reply) => {
-    const record = service.get(checkSegmentName(request.params.name, config.segmentPrefix), request.owner)
+    const record = service.get(checkSegmentName(request.params.name, config.segmentPrefix), request.caller)
     const type = negotiate(request.headers.accept, [NPY, RAW])
     if (type === undefined) throw new errors.NotAcceptable(`Accept: this route produces ${NPY} or ${RAW}`)
     const t0 = performance.now()
@@ -58,14 +58,14 @@ const data: FastifyPluginAsyncTypebox = async (fastify) => {
       consumes: [RAW, NPY],
       response: {
         204: Type.Null({ description: 'Written.' }),
-        ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound', 'LengthRequired', 'LengthMismatch', 'InvalidNpy', 'SpecMismatch', 'UnsupportedMediaType', 'SegmentTruncated', 'SegmentGone')
+        ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound', 'LengthRequired', 'LengthMismatch', 'InvalidNpy', 'SpecMismatch', 'UnsupportedMediaType', 'SegmentTruncated', 'SegmentGone', 'Busy')
       }
     }
   }, async (request, reply) => {
     // Checked first, body or not, so that the answer does not depend on whether a parser ran.
     const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
     if (type !== RAW && type !== NPY) throw new errors.UnsupportedMediaType(`Content-Type: uploads are ${RAW} or ${NPY}`)
-    const record = service.get(checkSegmentName(request.params.name, config.segmentPrefix), request.owner)
+    const record = service.get(checkSegmentName(request.params.name, config.segmentPrefix), request.caller)
     const lengthHeader = request.headers['content-length']
     if (lengthHeader === undefined) throw new errors.LengthRequired('Content-Length: tensor uploads need one')
     const t0 = performance.now()

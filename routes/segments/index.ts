@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import type { Caller } from '../../src/lib/caller.js'
 import { checkSegmentName } from '../../src/lib/names.js'
 import { errorResponses } from '../errors.js'
 import {
@@ -12,7 +13,7 @@ const tags = ['segments']
 
 const segments: FastifyPluginAsyncTypebox = async (fastify) => {
   const { segments: service, config } = fastify
-  const lookup = (name: string, owner: string | null) => service.get(checkSegmentName(name, config.segmentPrefix), owner)
+  const lookup = (name: string, caller: Caller) => service.get(checkSegmentName(name, config.segmentPrefix), caller)
 
   fastify.post('/segments', {
     schema: {
@@ -24,7 +25,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 201: { ...CreateSegmentsReplySchema, description: 'Created: one descriptor per spec, in the same shape of dict.' }, ...errorResponses('InvalidRequest', 'InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NamespaceForbidden', 'QuotaExceeded', 'InsufficientStorage', 'ShuttingDown') }
     }
   }, async (request, reply) => {
-    const result = await service.create(request.body, request.owner)
+    const result = await service.create(request.body, request.caller)
     return reply.code(201).send(toCreateReply(result))
   })
 
@@ -37,7 +38,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       querystring: OptionalNamespaceQuerySchema,
       response: { 200: { ...ListReplySchema, description: 'The caller\'s segments in the namespace and below it.' }, ...errorResponses('InvalidRequest') }
     }
-  }, async (request) => ({ segments: service.list(request.query.namespace, request.owner).map(toInfo) }))
+  }, async (request) => ({ segments: service.list(request.query.namespace, request.caller).map(toInfo) }))
 
   fastify.get('/segments/:name', {
     schema: {
@@ -49,7 +50,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: { ...SegmentStatusSchema, description: 'The segment.' }, ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound') }
     }
   }, async (request) => {
-    const record = lookup(request.params.name, request.owner)
+    const record = lookup(request.params.name, request.caller)
     return { ...toInfo(record), present: service.presence(record) === 'present' }
   })
 
@@ -63,7 +64,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: Type.Null({ description: 'Released.' }), ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound') }
     }
   }, async (request, reply) => {
-    service.release(lookup(request.params.name, request.owner).name, 'client', request.owner)
+    service.release(checkSegmentName(request.params.name, config.segmentPrefix), request.caller)
     return reply.code(204).send(null)
   })
 
@@ -76,7 +77,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       querystring: NamespaceQuerySchema,
       response: { 200: { ...ReleasedReplySchema, description: 'How many were released.' }, ...errorResponses('InvalidRequest') }
     }
-  }, async (request) => ({ released: service.releaseNamespace(request.query.namespace, 'client', request.owner) }))
+  }, async (request) => ({ released: service.releaseNamespace(request.query.namespace, request.caller) }))
 
   fastify.post('/renew', {
     schema: {
@@ -88,7 +89,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: { ...RenewReplySchema, description: 'Renewed.' }, ...errorResponses('InvalidRequest', 'InvalidJson', 'BodyTooLarge', 'UnsupportedMediaType') }
     }
   }, async (request) => {
-    const renewed = service.renew(request.body.namespace, request.body.ttl_seconds, request.owner)
+    const renewed = service.renew(request.body.namespace, request.body.ttl_seconds, request.caller)
     return { namespace: request.body.namespace, renewed: renewed.length, expires_at: earliest(renewed) }
   })
 }

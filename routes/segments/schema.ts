@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
-import { MAX_TTL } from '../../src/lib/config.js'
-import { NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN } from '../../src/lib/namespace.js'
+import { MAX_TTL } from '../../src/lib/lease.js'
+import { KEY_PATTERN, NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN } from '../../src/lib/namespace.js'
 import { MAX_NDIM } from '../../src/lib/spec.js'
 
 export const NamespaceSchema = Type.String({
@@ -10,8 +10,6 @@ export const NamespaceSchema = Type.String({
   description: 'Client-chosen, such as `<client_id>/<object_id>`: components of letters, digits and `_.:@=+-`, joined by single slashes.',
   examples: ['client-1/request-42']
 })
-
-export const KEY_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_:-]{0,127}$'
 
 export const TensorSpecSchema = Type.Object({
   shape: Type.Array(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), {

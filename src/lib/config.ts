@@ -1,10 +1,7 @@
 import { Type, type Static, type TSchema } from 'typebox'
 import { readFileSync } from 'node:fs'
 import { Value } from 'typebox/value'
-import { DEFAULT_ROOT } from './journal.js'
-
-/** A year: leases longer than that are a mistake, and the arithmetic stays far from overflow. */
-export const MAX_TTL = 365 * 24 * 3600
+import { MAX_TTL } from './lease.js'
 
 const Bytes = (description: string, def: string) =>
   Type.String({ pattern: '^[0-9]+([KMGT]i?B?)?$', default: def, description })
@@ -29,6 +26,12 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_ALLOCATION_RATE_WINDOW: Type.Number({ minimum: 1, maximum: 3600, default: 10, description: 'Seconds the allocation rate is averaged over.' }),
   TENSORSHM_MAX_TOTAL_BYTES: Bytes('Most bytes this instance holds in segments at once; 0 means only /dev/shm\'s size limits it.', '0'),
   TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE: Type.Integer({ minimum: 1, default: 1024, description: 'Most segments one namespace may hold.' }),
+  TENSORSHM_MAX_SEGMENTS: Type.Integer({ minimum: 1, default: 65536, description: 'Most segments this instance holds at once (each costs an inode and at least a page, whatever its size).' }),
+  TENSORSHM_MAX_DESCRIPTORS: Type.Integer({ minimum: 1, default: 4096, description: 'Most descriptors one /v1/decode request may reference, all keys, lists and nested pickles together.' }),
+  TENSORSHM_MAX_OPEN_SEGMENTS: Type.Integer({ minimum: 1, default: 4096, description: 'Most segment files open for transfers and decodes at once (capped at half the process\'s open-file limit); past it, requests get 503 and Retry-After.' }),
+  TENSORSHM_MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 1024, description: 'Most HTTP connections open at once; further ones are closed on arrival.' }),
+  TENSORSHM_IDLE_TIMEOUT: Type.Number({ minimum: 0.1, maximum: 86400, default: 30, description: 'Seconds a connection may stay silent (nothing received or sent, a stalled upload or download included) before it is closed.' }),
+  TENSORSHM_REQUEST_TIMEOUT: Type.Number({ minimum: 0.1, maximum: 86400, default: 300, description: 'Seconds a client has to send a whole request, headers and body.' }),
   TENSORSHM_POOL_BYTES: Bytes('Bytes of released segments kept (renamed away, zeroed) for reuse by the same client with the same size; 0 turns recycling off.', '256MiB'),
   TENSORSHM_POOL_IDLE: Type.Number({ minimum: 0, maximum: 86400, default: 60, description: 'Seconds a kept segment waits for reuse before it is unlinked.' }),
   TENSORSHM_RESERVE: Type.Boolean({ default: true, description: 'Back every segment\'s pages at creation (posix_fallocate), so that a full /dev/shm is a 507 here and not a SIGBUS in a client.' }),
@@ -39,7 +42,7 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_AUTH_DOCS: Type.Boolean({ default: false, description: 'Require a key for /docs and /openapi.json too.' }),
   TENSORSHM_RATE_LIMIT: Type.Integer({ minimum: 0, default: 0, description: 'Requests per second per key (per client address without keys) on /v1 routes, answered with 429 and Retry-After past it; 0: no limit.' }),
   TENSORSHM_MAX_EVENT_LOOP_DELAY: Type.Integer({ minimum: 0, default: 1000, description: 'Milliseconds of event-loop delay past which requests are shed with 503 and Retry-After (liveness excepted); 0: never.' }),
-  TENSORSHM_STATE_DIR: Type.Optional(Type.String({ minLength: 1, description: 'Where the journal lives; default `/dev/shm/.tensorshm/<prefix>`, on the tmpfs with the segments. One instance per directory.' }))
+  TENSORSHM_STATE_DIR: Type.Optional(Type.String({ pattern: '^/', description: 'Where the journal lives (an absolute path); default `/dev/shm/.tensorshm-<uid>/<prefix>`, on the tmpfs with the segments. It must belong to the service\'s uid and be writable by nobody else, and so must every directory above it (unless sticky). One instance per directory.' }))
 })
 
 export type RawConfig = Static<typeof ConfigSchema>
@@ -63,6 +66,12 @@ export interface Config {
   allocationRateWindowMs: number
   maxTotalBytes: number
   maxSegmentsPerNamespace: number
+  maxSegments: number
+  maxDescriptors: number
+  maxOpenSegments: number
+  maxConnections: number
+  idleTimeoutMs: number
+  requestTimeoutMs: number
   reserve: boolean
   poolBytes: number
   poolIdleMs: number
@@ -160,6 +169,12 @@ export function isLoopback (host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127(\.[0-9]{1,3}){3}$/.test(h) || /^::ffff:127(\.[0-9]{1,3}){3}$/.test(h)
 }
 
+/**
+ * On the tmpfs with the segments, so that the journal lives exactly as long as they do (a reboot, a new IPC
+ * namespace), in a directory per uid so that instances under different users never share one.
+ */
+export const defaultStateDir = (prefix: string, uid = process.geteuid?.() ?? 0): string => `/dev/shm/.tensorshm-${uid}/${prefix}`
+
 /** Validates the environment once, at start; a bad value stops the start with a message that names it. */
 export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   const raw = readRawConfig(env)
@@ -198,10 +213,16 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     allocationRateWindowMs: raw.TENSORSHM_ALLOCATION_RATE_WINDOW * 1000,
     maxTotalBytes: parseBytes('TENSORSHM_MAX_TOTAL_BYTES', raw.TENSORSHM_MAX_TOTAL_BYTES),
     maxSegmentsPerNamespace: raw.TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE,
+    maxSegments: raw.TENSORSHM_MAX_SEGMENTS,
+    maxDescriptors: raw.TENSORSHM_MAX_DESCRIPTORS,
+    maxOpenSegments: raw.TENSORSHM_MAX_OPEN_SEGMENTS,
+    maxConnections: raw.TENSORSHM_MAX_CONNECTIONS,
+    idleTimeoutMs: raw.TENSORSHM_IDLE_TIMEOUT * 1000,
+    requestTimeoutMs: raw.TENSORSHM_REQUEST_TIMEOUT * 1000,
     reserve: raw.TENSORSHM_RESERVE,
     poolBytes: parseBytes('TENSORSHM_POOL_BYTES', raw.TENSORSHM_POOL_BYTES),
     poolIdleMs: raw.TENSORSHM_POOL_IDLE * 1000,
-    stateDir: raw.TENSORSHM_STATE_DIR ?? `${DEFAULT_ROOT}/${raw.TENSORSHM_SEGMENT_PREFIX}`,
+    stateDir: raw.TENSORSHM_STATE_DIR ?? defaultStateDir(raw.TENSORSHM_SEGMENT_PREFIX),
     apiKeys,
     allowInsecureBind: raw.TENSORSHM_ALLOW_INSECURE_BIND,
     authMetrics: raw.TENSORSHM_AUTH_METRICS,

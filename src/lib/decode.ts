@@ -3,8 +3,10 @@ import { readRange } from '../../native/io.js'
 import { BigIntText, type DescriptorRef, type Entry, type JsonValue } from './descriptors.js'
 import { parseDtype } from './dtype.js'
 import { errors } from './errors.js'
+import type { Caller } from './caller.js'
 import { checkSegmentName } from './names.js'
 import { npzSize, npzStream, type NpzEntry } from './npz.js'
+import type { SegmentRecord } from './registry.js'
 import type { Handle, SegmentService } from './segments.js'
 
 export const JSON_TYPE = 'application/json'
@@ -21,35 +23,54 @@ export interface Decoded { type: string, length?: number, body: Readable, tensor
  * Checks every descriptor against the registry and opens every segment before the first byte goes out,
  * so that the answer is all or nothing and a release during the stream cannot pull the data away.
  */
-export function decode (service: SegmentService, entries: Entry[], type: string, caller: Caller): Decoded {
-  const opened: Handle[] = []
-  let resolved: Resolved[]
+export function decode (service: SegmentService, entries: Entry[], type: string, scope: Scope): Decoded {
+  const records = new Map<string, SegmentRecord>()
+  const resolve = (ref: DescriptorRef): SegmentRecord => {
+    const record = check(service, ref, scope)
+    records.set(record.name, record)
+    return record
+  }
+  const planned = entries.map((e) => e.kind === 'tensor'
+    ? { ...e, record: resolve(e.ref) }
+    : e.kind === 'tensors' ? { ...e, records: e.refs.map(resolve) } : e)
+  // One fd per segment however often it is named: the writers read with pread from offset 0, so they can share it.
+  const handles = new Map<string, Handle>()
+  const closeAll = () => { for (const h of handles.values()) h.close() }
   try {
-    const open = (ref: DescriptorRef) => { const h = service.open(check(service, ref, caller), false); opened.push(h); return h }
-    resolved = entries.map((e): Resolved => e.kind === 'tensor'
-      ? { key: e.key, kind: 'tensor', handle: open(e.ref) }
-      : e.kind === 'tensors' ? { key: e.key, kind: 'tensors', handles: e.refs.map(open) } : e)
+    for (const [name, record] of records) handles.set(name, service.open(record, false))
   } catch (err) {
-    for (const h of opened) h.close()
+    closeAll()
     throw err
   }
-  const closeAll = () => { for (const h of opened) h.close() }
-  const bytes = opened.reduce((n, h) => n + h.record.nbytes, 0)
+  const handleOf = ({ name }: SegmentRecord): Handle => {
+    const handle = handles.get(name)
+    if (handle === undefined) throw new Error(`decode: segment "${name}" was resolved but not opened`)
+    return handle
+  }
+  let tensors = 0
+  let bytes = 0
   try {
+    const resolved = planned.map((p): Resolved => {
+      if (p.kind === 'value') return p
+      const all = p.kind === 'tensor' ? [p.record] : p.records
+      tensors += all.length
+      for (const r of all) bytes += r.nbytes
+      return p.kind === 'tensor' ? { key: p.key, kind: 'tensor', handle: handleOf(p.record) } : { key: p.key, kind: 'tensors', handles: p.records.map(handleOf) }
+    })
     const out = type === NPZ_TYPE ? toNpz(resolved) : { type: JSON_TYPE, body: Readable.from(jsonChunks(resolved)) }
     out.body.once('close', closeAll)
-    return { ...out, tensors: opened.length, bytes }
+    return { ...out, tensors, bytes }
   } catch (err) {
     closeAll()
     throw err
   }
 }
 
-/** Whose request this is: only segments with this instance's prefix and this owner can be read. */
-export interface Caller { prefix: string, owner: string | null }
+/** What a request may read: segments with this instance's prefix that its caller can see. */
+export interface Scope { prefix: string, caller: Caller }
 
-function check (service: SegmentService, ref: DescriptorRef, { prefix, owner }: Caller) {
-  const record = service.get(checkSegmentName(ref.name, prefix, `${ref.field}.name`), owner, `${ref.field}.name`)
+function check (service: SegmentService, ref: DescriptorRef, { prefix, caller }: Scope) {
+  const record = service.get(checkSegmentName(ref.name, prefix, `${ref.field}.name`), caller, `${ref.field}.name`)
   const dtype = parseDtype(ref.dtype)
   if (dtype?.name !== record.dtype.name) throw new errors.SpecMismatch(`${ref.field}.dtype: "${ref.dtype}" is not the segment's ${record.dtype.name}`)
   if (ref.shape.join(',') !== record.shape.join(',')) throw new errors.SpecMismatch(`${ref.field}.shape: (${ref.shape.join(', ')}) is not the segment's (${record.shape.join(', ')})`)

@@ -1,5 +1,5 @@
 import { errors } from './errors.js'
-import { PickleInvalid, PickleRefused, PyDict, PyTuple, ShmObject, looksLikePickle, parsePickle, type PyValue } from './pickle.js'
+import { PickleInvalid, PickleRefused, PyDict, PyTuple, ShmObject, looksLikePickle, parsePickle, type PickleBudget, type PyValue } from './pickle.js'
 
 /** What a descriptor dict says about one tensor, before anything is checked against the registry. */
 export interface DescriptorRef { field: string, name: string, shape: number[], dtype: string, nbytes?: number }
@@ -14,37 +14,69 @@ export type Entry =
   | { key: string, kind: 'tensors', refs: DescriptorRef[] }
   | { key: string, kind: 'value', value: JsonValue }
 
-export interface DictLimits { maxKeys: number, maxListLength: number, maxDepth: number, maxBytes: number }
+export interface DictLimits { maxKeys: number, maxListLength: number, maxDepth: number, maxBytes: number, maxDescriptors: number }
 
 /** A JSON descriptor dict: `{key: {name, shape, dtype} | [{...}, ...] | anything}`. */
 export function entriesFromJson (body: unknown, limits: DictLimits): Entry[] {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new errors.InvalidDescriptor('body: a descriptor dict must be a JSON object')
   const keys = Object.keys(body)
   checkCount('body', keys.length, limits.maxKeys, 'keys')
-  return keys.map((key) => classify(key, (body as Record<string, unknown>)[key], limits, fromJsonDescriptor, (v) => jsonValue(v, key, 1, limits)))
+  const budget = new Budget(limits)
+  return keys.map((key) => classify(key, (body as Record<string, unknown>)[key], budget, fromJsonDescriptor, (v) => jsonValue(v, key, 1, limits)))
 }
 
 /** A pickled descriptor dict, or NOS's dict of per-key pickles; nothing in it is executed. */
 export function entriesFromPickle (data: Buffer, limits: DictLimits): Entry[] {
-  const root = unpickle(data, 'body', limits)
+  const budget = new Budget(limits)
+  const root = unpickle(data, 'body', budget)
   if (!(root instanceof PyDict)) throw new errors.InvalidDescriptor('body: the pickle must hold a dict')
   checkCount('body', root.entries.length, limits.maxKeys, 'keys')
-  const budget: Budget = { left: 4 * limits.maxBytes, limits }
   return root.entries.map(([k, raw]) => {
     if (typeof k !== 'string') throw new errors.InvalidDescriptor('body: descriptor dict keys must be str')
-    const v = raw instanceof Buffer && looksLikePickle(raw) ? unpickle(raw, k, limits) : raw
-    return classify(k, v, limits, (x, field) => x instanceof ShmObject ? fromShmState(x.state, field) : undefined, (x) => pyToJson(x, k, 1, budget))
+    const v = raw instanceof Buffer && looksLikePickle(raw) ? unpickle(raw, k, budget) : raw
+    return classify(k, v, budget, (x, field) => x instanceof ShmObject ? fromShmState(x.state, field) : undefined, (x) => pyToJson(x, k, 1, budget))
   })
+}
+
+/**
+ * What one request may expand into, whatever its form: one pickle budget for the outer pickle and every per-key
+ * pickle in it, one for the passthrough values written out, and one count of descriptors over all keys.
+ */
+class Budget {
+  readonly pickle: PickleBudget = { items: 0, bytes: 0 }
+  /**
+   * Bytes of passthrough JSON left. A value the pickle stores once and references many times (its memo) is written
+   * out at every reference, so output is counted against a multiple of the body limit, not the body's size.
+   */
+  left: number
+  private descriptors = 0
+
+  constructor (readonly limits: DictLimits) {
+    this.left = 4 * limits.maxBytes
+  }
+
+  /** Counted as each is found, so that a million references are refused at the first one past the cap. */
+  found (field: string): void {
+    if (++this.descriptors > this.limits.maxDescriptors) {
+      throw new errors.LimitExceeded(`${field}: more than ${this.limits.maxDescriptors} descriptors in one request (TENSORSHM_MAX_DESCRIPTORS)`)
+    }
+  }
 }
 
 type AsRef = (value: unknown, field: string) => DescriptorRef | undefined
 
-function classify (key: string, value: unknown, limits: DictLimits, asRef: AsRef, passthrough: (v: unknown) => JsonValue): Entry {
-  const ref = asRef(value, key)
+function classify (key: string, value: unknown, budget: Budget, asRef: AsRef, passthrough: (v: unknown) => JsonValue): Entry {
+  const { limits } = budget
+  const counted: AsRef = (v, field) => {
+    const ref = asRef(v, field)
+    if (ref !== undefined) budget.found(field)
+    return ref
+  }
+  const ref = counted(value, key)
   if (ref !== undefined) return { key, kind: 'tensor', ref }
   const items = Array.isArray(value) ? value : value instanceof PyTuple ? value.items : undefined
   if (items !== undefined && items.length > 0) {
-    const refs = items.map((item, i) => asRef(item, `${key}[${i}]`))
+    const refs = items.map((item, i) => counted(item, `${key}[${i}]`))
     if (refs.every((r) => r !== undefined)) {
       checkCount(key, refs.length, limits.maxListLength, 'items')
       return { key, kind: 'tensors', refs: refs as DescriptorRef[] }
@@ -100,12 +132,6 @@ function jsonValue (v: unknown, field: string, depth: number, limits: DictLimits
   return v as JsonValue
 }
 
-/**
- * What one pickle may expand into. A value the pickle stores once and references many times (its memo) is written
- * out at every reference, so output is counted against a multiple of the body limit, not the body's size.
- */
-interface Budget { left: number, limits: DictLimits }
-
 /** Integers past this many bits are refused: their decimal form is quadratic to compute and meaningless here. */
 const MAX_INT_BITS = 16384
 
@@ -147,9 +173,13 @@ function pyToJson (v: unknown, field: string, depth: number, budget: Budget): Js
   throw new errors.InvalidDescriptor(`${field}: a value of an unsupported type`)
 }
 
-function unpickle (data: Buffer, field: string, limits: DictLimits): PyValue {
+/**
+ * Every pickle of the request spends the one budget. A per-key body carries its pickles inside the outer one, so an
+ * honest body is read at most twice over: hence twice the body limit.
+ */
+function unpickle (data: Buffer, field: string, { limits, pickle }: Budget): PyValue {
   try {
-    return parsePickle(data, { maxBytes: limits.maxBytes, maxDepth: limits.maxDepth + 2 })
+    return parsePickle(data, { maxBytes: 2 * limits.maxBytes, maxDepth: limits.maxDepth + 2, budget: pickle })
   } catch (err) {
     if (err instanceof PickleRefused) throw new errors.PickleRefused(`${field}: ${err.message}`)
     if (err instanceof PickleInvalid) {

@@ -29,6 +29,7 @@ const table = {
   RateLimited: ['TSHM_RATE_LIMITED', 429, 'Too many requests for this key; retry after the Retry-After seconds.'],
   Internal: ['TSHM_INTERNAL', 500, 'An unexpected failure; the log has the details.'],
   ShuttingDown: ['TSHM_SHUTTING_DOWN', 503, 'The service is shutting down.'],
+  Busy: ['TSHM_BUSY', 503, 'Too many segment files are open for transfers right now (TENSORSHM_MAX_OPEN_SEGMENTS); retry after the Retry-After seconds.'],
   Overloaded: ['TSHM_OVERLOADED', 503, 'The service is shedding load; retry after the Retry-After seconds.']
 } as const
 

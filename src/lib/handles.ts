@@ -1,5 +1,5 @@
-import { isSysError } from '../../native/errors.js'
-import { close, openVerified } from '../../native/shm.js'
+import { close } from '../../native/shm.js'
+import { probe, type Expected } from '../../native/segment.js'
 import { errors } from './errors.js'
 import type { SegmentRecord } from './registry.js'
 
@@ -10,42 +10,66 @@ export interface Handle {
   close: () => void
 }
 
-/** The segments open for I/O right now, counted per name: a segment in use is never recycled. */
+interface Open { count: number, heldPages: number }
+
+/**
+ * The segments open for I/O right now, counted per name: a segment in use is never recycled, and one released
+ * while open keeps counting against the quota until its last fd closes, since its pages are still there.
+ * At most `max` fds are open at once: past that, 503 and retry, never EMFILE in the middle of something else.
+ */
 export class Handles {
-  readonly #open = new Map<string, number>()
+  readonly #open = new Map<string, Open>()
+  #fds = 0
+  #heldPages = 0
+
+  constructor (private readonly max: number) {}
+
+  get fds (): number { return this.#fds }
+  /** Pages of released segments that an open fd still pins. */
+  get heldPages (): number { return this.#heldPages }
 
   /**
-   * Opens a registered segment, checking that the file is still ours and still long enough. A vanished (or
-   * replaced) file is 410 after `vanished` has run; a truncated one is 409.
+   * Opens a registered segment, checking that the file is still ours (never following a link or waiting on a
+   * FIFO) and still long enough. A file that is gone or is not ours is 410 after `gone` has run; a truncated one 409.
    */
-  open (record: SegmentRecord, writable: boolean, vanished: () => void): Handle {
-    let opened
-    try {
-      opened = openVerified(record.name, record, writable)
-    } catch (err) {
-      if (!isSysError(err, 'ENOENT')) throw err
-      vanished()
+  open (record: SegmentRecord, writable: boolean, expected: Expected, gone: () => void): Handle {
+    if (this.#fds >= this.max) throw new errors.Busy(`name: ${this.#fds} segment files are open for transfers, the most this service keeps open at once (TENSORSHM_MAX_OPEN_SEGMENTS); retry shortly`)
+    const found = probe(record.name, expected, writable)
+    if (found.kind !== 'ours') {
+      gone()
       throw new errors.SegmentGone(`name: segment "${record.name}" was unlinked or replaced on /dev/shm`)
     }
-    const { fd, stat } = opened
+    const { fd, stat } = found
     if (stat.size < record.nbytes) {
       close(fd)
       throw new errors.SegmentTruncated(`name: segment "${record.name}" holds ${stat.size} of its ${record.nbytes} bytes; someone truncated it`)
     }
-    this.#open.set(record.name, (this.#open.get(record.name) ?? 0) + 1)
+    const entry = this.#open.get(record.name) ?? { count: 0, heldPages: 0 }
+    entry.count++
+    this.#open.set(record.name, entry)
+    this.#fds++
     let isOpen = true
     const done = () => {
       if (!isOpen) return
       isOpen = false
       close(fd)
-      const n = (this.#open.get(record.name) ?? 1) - 1
-      if (n === 0) this.#open.delete(record.name)
-      else this.#open.set(record.name, n)
+      this.#fds--
+      if (--entry.count > 0) return
+      this.#open.delete(record.name)
+      this.#heldPages -= entry.heldPages
     }
     return { record, fd, close: done }
   }
 
   busy (name: string): boolean {
     return this.#open.has(name)
+  }
+
+  /** `name` was released while open: its pages stay counted until the last fd closes. */
+  hold (name: string, pages: number): void {
+    const entry = this.#open.get(name)
+    if (entry === undefined || entry.heldPages > 0) return
+    entry.heldPages = pages
+    this.#heldPages += pages
   }
 }

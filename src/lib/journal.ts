@@ -1,158 +1,225 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { isSysError } from '../../native/errors.js'
-import { SHM_DIR, lockExclusive } from '../../native/shm.js'
-import { parseDtype } from './dtype.js'
-import type { PoolEntry } from './pool.js'
+import { closeSync, fstatSync, fsyncSync, readSync, writeSync } from 'node:fs'
+import type { Identity } from '../../native/shm.js'
+import { store, type Op, type StoredLimbo } from './journal-format.js'
+import { Replay, type Replayed } from './journal-replay.js'
 import type { SegmentRecord } from './registry.js'
+import type { StateDir } from './statedir.js'
 
-/** A record as the journal keeps it: plain JSON (bigints as strings, the dtype by name). */
-interface Stored extends Omit<SegmentRecord, 'dtype' | 'ino' | 'dev'> { dtype: string, ino: string, dev: string }
+export type { Replayed } from './journal-replay.js'
 
-type Op =
-  | { op: 'create', records: Stored[] }
-  | { op: 'release', names: string[] }
-  | { op: 'lease', leases: Array<[name: string, expiresAt: number | null, ttl: number]> }
-  | { op: 'own', namespace: string, owner: string }
-  | { op: 'pool', entries: StoredPool[] }
-  | { op: 'unpool', names: string[] }
+const FILE = 'journal.jsonl'
+const TMP = 'journal.jsonl.tmp'
+/** Longer lines than this are not ours to read (a create line holds at most a namespace's segments). */
+const MAX_LINE = 64 << 20
+const READ_CHUNK = 1 << 20
+/** The journal is rewritten as a snapshot once it has grown past twice the last snapshot, and past this. */
+const COMPACT_MIN = 1 << 20
+/** Records per line in a snapshot, so that no line grows with the number of segments. */
+const SNAPSHOT_CHUNK = 256
 
-interface StoredPool extends Omit<PoolEntry, 'ino' | 'dev'> { ino: string, dev: string }
-
-export interface Replayed { records: SegmentRecord[], owners: Map<string, string>, pooled: PoolEntry[], skipped: number }
-
-export class StateDirBusy extends Error {}
-
-/** Where instances keep their journals unless told otherwise: on the tmpfs, next to their segments. */
-export const DEFAULT_ROOT = `${SHM_DIR}/.tensorshm`
+/** What a snapshot holds: the live segments and the namespace claims. Files in limbo the journal knows itself. */
+export interface JournalState { records: () => Iterable<SegmentRecord>, owners: () => Map<string, string> }
 
 /**
- * flock on `<dir>/lock`. A closing instance may unlink that file after another opened it, so the lock only
- * counts if the path still names the locked inode; otherwise take the new file.
- */
-function lock (dir: string): number {
-  for (;;) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 })
-    const path = join(dir, 'lock')
-    const fd = openSync(path, 'a', 0o600)
-    try {
-      lockExclusive(fd)
-    } catch (err) {
-      closeSync(fd)
-      if (isSysError(err, 'EAGAIN')) throw new StateDirBusy(`another tensorshm instance holds ${dir}; give each instance its own TENSORSHM_STATE_DIR`)
-      throw err
-    }
-    if (statSync(path, { throwIfNoEntry: false })?.ino === fstatSync(fd).ino) return fd
-    closeSync(fd)
-  }
-}
-
-const store = (r: SegmentRecord): Stored => ({ ...r, dtype: r.dtype.name, ino: r.ino.toString(), dev: r.dev.toString() })
-
-function load (s: Stored): SegmentRecord | undefined {
-  const dtype = parseDtype(s.dtype)
-  return dtype === undefined ? undefined : { ...s, dtype, ino: BigInt(s.ino), dev: BigInt(s.dev) }
-}
-
-/**
- * An append-only log of what this instance created, released and renewed, kept (by default) on the same tmpfs
- * as the segments: it survives SIGKILL and restarts, and goes when the segments go, at reboot.
- * One instance per directory, enforced with flock.
+ * An append-only log of what this instance created, released and renewed, and of the files it is about to
+ * create or move (written before the file exists or moves, so that recovery can finish or undo any step a
+ * SIGKILL interrupted). Kept by default on the tmpfs with the segments: it survives restarts and goes when they
+ * go, at reboot.
  */
 export class Journal {
-  readonly #file: string
-  readonly #lockFd: number
   #fd: number
-  #lines = 0
+  #bytes: number
+  #snapshotBytes = 0
+  /** A write failed part-way (ENOSPC) or SIGKILL cut the last line: the next line starts on a fresh one. */
+  #torn: boolean
+  #compactScheduled = false
   #closed = false
+  #state: JournalState | undefined
+  /** Files that are ours but no live segment, as recovery would have to find them now. */
+  readonly limbo = new Map<string, Identity | null>()
 
-  private constructor (readonly dir: string) {
-    this.#lockFd = lock(dir)
-    this.#file = join(dir, 'journal.jsonl')
-    this.#fd = openSync(this.#file, 'a', 0o600)
+  private constructor (readonly dir: StateDir, private readonly prefix: string, private readonly onError: (err: unknown, what: string) => void) {
+    this.#fd = dir.openFile(FILE, 'append')
+    this.#bytes = fstatSync(this.#fd).size
+    this.#torn = this.#bytes > 0 && this.#lastByte() !== 0x0a
+    this.#snapshotBytes = this.#bytes
   }
 
-  static open (dir: string): Journal {
-    return new Journal(dir)
+  static open (dir: StateDir, prefix: string, onError: (err: unknown, what: string) => void): Journal {
+    return new Journal(dir, prefix, onError)
   }
 
+  /** Where the snapshot comes from when the journal compacts itself. */
+  attach (state: JournalState): void { this.#state = state }
+
+  /** Reads the whole log, line by line in constant memory; lines that do not check out are skipped and counted. */
   replay (): Replayed {
-    const records = new Map<string, SegmentRecord>()
-    const owners = new Map<string, string>()
-    const pooled = new Map<string, PoolEntry>()
-    let skipped = 0
-    const text = existsSync(this.#file) ? readFileSync(this.#file, 'utf8') : ''
-    for (const line of text.split('\n')) {
-      if (line === '') continue
-      let op: Op
-      try {
-        op = JSON.parse(line) as Op
-      } catch {
-        skipped++ // a line cut short by SIGKILL mid-write
-        continue
+    const replay = new Replay(this.prefix)
+    const fd = this.dir.openFile(FILE, 'read')
+    try {
+      const buf = Buffer.allocUnsafe(READ_CHUNK)
+      let parts: Buffer[] = []
+      let partLength = 0
+      let overlong = false
+      for (let pos = 0; ;) {
+        const n = readSync(fd, buf, 0, READ_CHUNK, pos)
+        if (n === 0) break
+        pos += n
+        let start = 0
+        for (let nl = buf.indexOf(0x0a, 0); nl !== -1 && nl < n; nl = buf.indexOf(0x0a, start)) {
+          if (!overlong) replay.line(Buffer.concat([...parts, buf.subarray(start, nl)]).toString('utf8'))
+          else replay.skipped++
+          parts = []
+          partLength = 0
+          overlong = false
+          start = nl + 1
+        }
+        partLength += n - start
+        if (partLength > MAX_LINE) { overlong = true; parts = [] } else if (!overlong && start < n) parts.push(Buffer.from(buf.subarray(start, n)))
       }
-      if (op.op === 'create') {
-        for (const s of op.records) { const r = load(s); if (r !== undefined) records.set(r.name, r); else skipped++ }
-      } else if (op.op === 'release') {
-        for (const name of op.names) records.delete(name)
-      } else if (op.op === 'lease') {
-        for (const [name, expiresAt, ttl] of op.leases) { const r = records.get(name); if (r !== undefined) Object.assign(r, { expiresAt, ttl }) }
-      } else if (op.op === 'own') {
-        owners.set(op.namespace, op.owner)
-      } else if (op.op === 'pool') {
-        for (const e of op.entries) pooled.set(e.name, { ...e, ino: BigInt(e.ino), dev: BigInt(e.dev) })
-      } else if (op.op === 'unpool') {
-        for (const name of op.names) pooled.delete(name)
-      }
+      if (partLength > 0) replay.skipped++ // the last line, cut short
+    } finally {
+      closeSync(fd)
     }
-    return { records: [...records.values()], owners, pooled: [...pooled.values()], skipped }
+    const replayed = replay.finish()
+    for (const [name, id] of replayed.limbo) this.limbo.set(name, id)
+    return replayed
   }
 
-  created (records: SegmentRecord[]): void { this.#append({ op: 'create', records: records.map(store) }) }
-  released (names: string[]): void { this.#append({ op: 'release', names }) }
-  leased (records: SegmentRecord[]): void { this.#append({ op: 'lease', leases: records.map((r) => [r.name, r.expiresAt, r.ttl]) }) }
-  owned (namespace: string, owner: string): void { this.#append({ op: 'own', namespace, owner }) }
-  pooled (entries: PoolEntry[]): void {
-    this.#append({ op: 'pool', entries: entries.map(({ name, size, key, ino, dev }) => ({ name, size, key, ino: ino.toString(), dev: dev.toString() })) })
+  intend (names: string[]): void {
+    for (const n of names) this.limbo.set(n, null)
+    this.#append({ op: 'intent', names })
   }
 
-  unpooled (names: string[]): void { this.#append({ op: 'unpool', names }) }
-
-  /** Rewrites the log as one snapshot of the live state (write, then rename: a crash leaves one or the other). */
-  compact (records: Iterable<SegmentRecord>, owners: Map<string, string>): void {
-    const ops: Op[] = [...owners].map(([namespace, owner]) => ({ op: 'own', namespace, owner }))
-    const all = [...records].map(store)
-    if (all.length > 0) ops.push({ op: 'create', records: all })
-    const tmp = `${this.#file}.tmp`
-    writeFileSync(tmp, ops.map((o) => JSON.stringify(o) + '\n').join(''), { mode: 0o600 })
-    renameSync(tmp, this.#file)
-    closeSync(this.#fd)
-    this.#fd = openSync(this.#file, 'a', 0o600)
-    this.#lines = ops.length
+  created (records: SegmentRecord[]): void {
+    this.#append({ op: 'create', records: records.map(store) })
+    for (const r of records) this.limbo.delete(r.name)
   }
 
-  /** Lines written since the last compaction; the owner compacts when this outgrows the live state. */
-  get lines (): number { return this.#lines }
+  /** Before the files are touched: each released name (and where it is about to be moved) becomes limbo. */
+  released (records: SegmentRecord[], moves: Map<string, string>): void {
+    for (const r of records) {
+      const id = { ino: r.ino, dev: r.dev }
+      this.limbo.set(r.name, id)
+      const to = moves.get(r.name)
+      if (to !== undefined) this.limbo.set(to, id)
+    }
+    this.#append(moves.size === 0 ? { op: 'release', names: records.map((r) => r.name) } : { op: 'release', names: records.map((r) => r.name), moves: Object.fromEntries(moves) })
+  }
 
-  /** An instance that ends with nothing to remember leaves nothing behind, not even its directory. */
+  /** Before a file in limbo is renamed. */
+  moved (from: string, to: string): void {
+    this.limbo.set(to, this.limbo.get(from) ?? null)
+    this.#append({ op: 'move', from, to })
+  }
+
+  // What follows loses nothing if it is not written (a full /dev/shm): a forgotten record's file is gone anyway,
+  // an unwritten renewal leaves the older lease, and claims are rebuilt from the segments that hold them.
+  /** Records whose files are gone or are not ours any more: nothing to undo. */
+  forgot (names: string[]): void { this.#append({ op: 'forget', names }, false) }
+  renewed (namespace: string, owner: string | null, ttl: number | null, at: number): void { this.#append({ op: 'renew', namespace, owner, ttl, at }, false) }
+  owned (namespace: string, owner: string): void { this.#append({ op: 'own', namespace, owner }, false) }
+  disowned (namespace: string): void { this.#append({ op: 'disown', namespace }, false) }
+
+  readonly #watchers = new Set<Set<string>>()
+
+  /** Files in limbo that are gone for good (unlinked, or taken into a live segment): nothing to write, recovery would find them gone. */
+  settled (...names: string[]): void {
+    for (const n of names) {
+      if (!this.limbo.delete(n)) continue
+      for (const w of this.#watchers) w.add(n)
+    }
+  }
+
+  /** Collects the names settled from now until `stop`: a scan that started earlier may still list their files. */
+  watchSettled (): { names: Set<string>, stop: () => void } {
+    const names = new Set<string>()
+    this.#watchers.add(names)
+    return { names, stop: () => { this.#watchers.delete(names) } }
+  }
+
+  /**
+   * Rewrites the log as one snapshot (write, then rename: a crash leaves one or the other). On a full /dev/shm
+   * this fails, and the log goes on growing until there is room: nothing is lost either way.
+   */
+  compact (): boolean {
+    if (this.#closed || this.#state === undefined) return false
+    const ops: Op[] = [...this.#state.owners()].map(([namespace, owner]) => ({ op: 'own', namespace, owner }))
+    let chunk: SegmentRecord[] = []
+    for (const r of this.#state.records()) {
+      chunk.push(r)
+      if (chunk.length === SNAPSHOT_CHUNK) { ops.push({ op: 'create', records: chunk.map(store) }); chunk = [] }
+    }
+    if (chunk.length > 0) ops.push({ op: 'create', records: chunk.map(store) })
+    const limbo: StoredLimbo[] = [...this.limbo].map(([name, id]) => id === null ? { names: [name] } : { names: [name], ino: id.ino.toString(), dev: id.dev.toString() })
+    for (let i = 0; i < limbo.length; i += SNAPSHOT_CHUNK) ops.push({ op: 'limbo', entries: limbo.slice(i, i + SNAPSHOT_CHUNK) })
+    this.dir.unlink(TMP)
+    let fd: number | undefined
+    try {
+      fd = this.dir.openFile(TMP, 'create')
+      let bytes = 0
+      for (const op of ops) bytes += writeAll(fd, JSON.stringify(op) + '\n')
+      fsyncSync(fd)
+      closeSync(fd)
+      fd = undefined
+      this.dir.rename(TMP, FILE)
+      closeSync(this.#fd)
+      this.#fd = this.dir.openFile(FILE, 'append')
+      this.#bytes = this.#snapshotBytes = bytes
+      this.#torn = false
+      return true
+    } catch (err) {
+      if (fd !== undefined) closeSync(fd)
+      this.dir.unlink(TMP)
+      this.onError(err, 'compaction')
+      return false
+    }
+  }
+
+  /** An instance that ends with nothing to remember leaves no journal behind. */
   close (empty: boolean): void {
     if (this.#closed) return
     this.#closed = true
     closeSync(this.#fd)
-    if (empty) {
-      rmSync(this.#file, { force: true })
-      rmSync(join(this.dir, 'lock'), { force: true })
-      try { rmdirSync(this.dir) } catch {}
-      // The default root shared by instances (/dev/shm/.tensorshm) goes too once the last of them has gone.
-      if (dirname(this.dir) === DEFAULT_ROOT) try { rmdirSync(DEFAULT_ROOT) } catch {}
-    }
-    closeSync(this.#lockFd)
+    if (empty) this.dir.unlink(FILE)
+    this.dir.close(empty)
   }
 
-  #append (op: Op): void {
+  /** Writes one line; a `critical` one throws when it cannot be written, since what it announces must not happen then. */
+  #append (op: Op, critical = true): void {
     // After close, only a last-resort synchronous shutdown writes, and its records are gone with the files anyway.
     if (this.#closed) return
-    writeSync(this.#fd, JSON.stringify(op) + '\n')
-    this.#lines++
+    const line = (this.#torn ? '\n' : '') + JSON.stringify(op) + '\n'
+    try {
+      this.#bytes += writeAll(this.#fd, line)
+      this.#torn = false
+    } catch (err) {
+      this.#torn = true
+      if (critical) throw err
+      this.onError(err, op.op)
+      return
+    }
+    if (!this.#compactScheduled && this.#bytes > Math.max(COMPACT_MIN, 2 * this.#snapshotBytes)) {
+      // Never in the middle of an operation: the registry and the journal agree again once this turn is over.
+      this.#compactScheduled = true
+      setImmediate(() => { this.#compactScheduled = false; this.compact() })
+    }
   }
+
+  #lastByte (): number {
+    const fd = this.dir.openFile(FILE, 'read')
+    try {
+      const b = Buffer.alloc(1)
+      readSync(fd, b, 0, 1, this.#bytes - 1)
+      return b[0] ?? 0
+    } finally {
+      closeSync(fd)
+    }
+  }
+}
+
+function writeAll (fd: number, text: string): number {
+  const data = Buffer.from(text)
+  for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off)
+  return data.length
 }

@@ -9,6 +9,10 @@ export function newSegmentName (prefix: string): string {
   return prefix + randomBytes(8).toString('hex')
 }
 
+/** Whether `name` is one this service could have made: its prefix and 16 lowercase hex digits. */
+export const isSegmentName = (name: unknown, prefix: string): name is string =>
+  typeof name === 'string' && name.length <= MAX_NAME_LENGTH && name.startsWith(prefix) && HEX16.test(name.slice(prefix.length))
+
 /**
  * Names a client hands back are checked before anything touches the file system:
  * only `<our prefix><16 lowercase hex>` can ever be one of ours.

@@ -2,6 +2,13 @@
 
 export const NAMESPACE_PATTERN = '^[A-Za-z0-9_.:@=+-]+(/[A-Za-z0-9_.:@=+-]+)*$'
 export const NAMESPACE_MAX_LENGTH = 256
+/** Tensor keys within a namespace; they also name NPZ members, so they stay file-name safe. */
+export const KEY_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_:-]{0,127}$'
+
+const namespaceRe = new RegExp(NAMESPACE_PATTERN)
+const keyRe = new RegExp(KEY_PATTERN)
+export const isNamespace = (v: unknown): v is string => typeof v === 'string' && v.length <= NAMESPACE_MAX_LENGTH && namespaceRe.test(v)
+export const isKey = (v: unknown): v is string => typeof v === 'string' && keyRe.test(v)
 
 /** `a` covers `a` and `a/x`, never `ab`. */
 export function namespaceCovers (prefix: string, namespace: string): boolean {

@@ -173,17 +173,11 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
  * malformed (decided as early as the bytes allow, so a bad stream is refused before its header is buffered).
  */
 export function parseNpyHeader (buf: Buffer): NpyHeader | undefined {
-  const seen = Math.min(buf.length, MAGIC.length)
-  if (!buf.subarray(0, seen).equals(MAGIC.subarray(0, seen))) throw new NpyHeaderError('wrong magic, not an .npy file')
-  if (buf.length < 8) return undefined
-  const [major, minor] = [buf[6] ?? 0, buf[7] ?? 0]
-  if (minor !== 0 || major < 1 || major > 3) throw new NpyHeaderError(`unknown format version ${major}.${minor} (1.0, 2.0 and 3.0 are known)`)
+  const total = npyPreambleLength(buf)
+  if (total === undefined || buf.length < total) return undefined
+  const major = buf[6] ?? 0
   const start = major === 1 ? 10 : 12
-  if (buf.length < start) return undefined
-  const length = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8)
-  if (length > MAX_HEADER_BYTES) throw new NpyHeaderError(`header length ${length} exceeds this service's limit of 1 MiB`)
-  if (buf.length < start + length) return undefined
-  const raw = buf.subarray(start, start + length)
+  const raw = buf.subarray(start, total)
   let text: string
   if (major === 3) {
     try { text = utf8.decode(raw) } catch { throw new NpyHeaderError('a version 3.0 header is not valid UTF-8') }
@@ -216,5 +210,26 @@ export function parseNpyHeader (buf: Buffer): NpyHeader | undefined {
     if (d.value > BigInt(Number.MAX_SAFE_INTEGER)) throw new NpyHeaderError(`shape ${brief(shape)} has a dim over 2**53 - 1`)
     return Number(d.value)
   })
-  return { descr: descr.value, fortranOrder: fortran.value, shape: dims, headerLength: start + length }
+  return { descr: descr.value, fortranOrder: fortran.value, shape: dims, headerLength: total }
+}
+
+/** Bytes the fixed part of a preamble (magic, version, header length) may take: v2 and v3 have a 4-byte length. */
+export const NPY_FIXED_BYTES = 12
+
+/**
+ * The whole preamble's length, read from its fixed part alone: undefined until the fixed part is all there, and
+ * NpyHeaderError (as parseNpyHeader throws it) as soon as what is there is wrong. A reader that gets the preamble
+ * in pieces can thus wait for exactly this many bytes, instead of trying to parse it after every piece.
+ */
+export function npyPreambleLength (buf: Buffer): number | undefined {
+  const seen = Math.min(buf.length, MAGIC.length)
+  if (!buf.subarray(0, seen).equals(MAGIC.subarray(0, seen))) throw new NpyHeaderError('wrong magic, not an .npy file')
+  if (buf.length < 8) return undefined
+  const [major, minor] = [buf[6] ?? 0, buf[7] ?? 0]
+  if (minor !== 0 || major < 1 || major > 3) throw new NpyHeaderError(`unknown format version ${major}.${minor} (1.0, 2.0 and 3.0 are known)`)
+  const start = major === 1 ? 10 : 12
+  if (buf.length < start) return undefined
+  const length = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8)
+  if (length > MAX_HEADER_BYTES) throw new NpyHeaderError(`header length ${length} exceeds this service's limit of 1 MiB`)
+  return start + length
 }

@@ -65,12 +65,46 @@ export function looksLikePickle (data: Uint8Array): boolean {
   return data.length >= 3 && data[0] === OP.PROTO && proto >= 2 && proto <= 5 && data[data.length - 1] === OP.STOP
 }
 
-export function parsePickle (data: Uint8Array, limits?: Partial<PickleLimits>): PyValue {
-  const merged = mergeLimits(limits)
-  if (data.length > merged.maxBytes) {
-    throw new PickleInvalid(`pickle: ${data.length} bytes is over the limit of ${merged.maxBytes} (maxBytes) at byte 0`)
+/**
+ * What the pickles of one request have used so far of maxItems and maxBytes. Given to every parsePickle of the
+ * request, it makes those limits bound them all together: a pickle nested in another (or one bytes object referenced
+ * from many keys, parsed at each) gets what is left instead of a fresh allowance.
+ */
+export interface PickleBudget { items: number, bytes: number }
+
+export interface PickleOptions extends Partial<PickleLimits> {
+  /** Spent (and added to) by this parse; a fresh one for each parse when absent. */
+  budget?: PickleBudget | undefined
+}
+
+export function parsePickle (data: Uint8Array, options: PickleOptions = {}): PyValue {
+  const merged = mergeLimits(options)
+  const budget = options.budget ?? { items: 0, bytes: 0 }
+  const allowance = new Allowance(merged, budget)
+  if (data.length > allowance.bytes) {
+    throw new PickleInvalid(`pickle: ${data.length} bytes is over the limit of ${merged.maxBytes}${allowance.shared} (maxBytes) at byte 0`)
   }
-  return new Reader(data, merged).run()
+  const reader = new Reader(data, allowance)
+  const result = reader.run()
+  budget.items += Math.max(reader.created, allowance.expanded)
+  budget.bytes += Math.max(data.length, reader.encoded)
+  return result
+}
+
+/** What one parse may use: the limits, less what earlier parses sharing its budget have used. */
+class Allowance {
+  readonly items: number
+  readonly bytes: number
+  /** Said in every limit message when earlier parses have spent part of the budget. */
+  readonly shared: string
+  /** Values in the result once shared references are expanded, set by the final shape check. */
+  expanded = 0
+
+  constructor (readonly limits: PickleLimits, budget: PickleBudget) {
+    this.items = Math.max(0, limits.maxItems - budget.items)
+    this.bytes = Math.max(0, limits.maxBytes - budget.bytes)
+    this.shared = budget.items > 0 || budget.bytes > 0 ? ' with the pickles read before it' : ''
+  }
 }
 
 function mergeLimits (limits: Partial<PickleLimits> = {}): PickleLimits {
@@ -191,10 +225,12 @@ class Reader {
   private readonly view: DataView
   /** Where the current FRAME ends; -1 outside frames. */
   private frameEnd = -1
-  private created = 0
-  private encoded = 0
+  created = 0
+  encoded = 0
+  private readonly limits: PickleLimits
 
-  constructor (private readonly data: Uint8Array, private readonly limits: PickleLimits) {
+  constructor (private readonly data: Uint8Array, private readonly allowance: Allowance) {
+    this.limits = allowance.limits
     this.view = new DataView(data.buffer, data.byteOffset, data.byteLength)
   }
 
@@ -285,7 +321,7 @@ class Reader {
     if (this.stack.length > 0 || this.marks.length > 0) throw this.invalid('STOP leaves values or marks on the stack')
     if (this.pos !== this.data.length) throw this.invalid(`${this.data.length - this.pos} trailing bytes after STOP`, this.pos)
     if (this.fresh.size > 0) throw this.invalid('a SharedMemoryNumpyObject never got its state (no BUILD)')
-    checkShape(result, this.limits, (why) => this.invalid(why))
+    this.allowance.expanded = checkShape(result, this.allowance, (why) => this.invalid(why))
     return result
   }
 
@@ -360,7 +396,7 @@ class Reader {
   // --- the stack
 
   private make (v: Item): void {
-    if (++this.created > this.limits.maxItems) throw this.invalid(`more than ${this.limits.maxItems} values (maxItems)`)
+    if (++this.created > this.allowance.items) throw this.invalid(`more than ${this.limits.maxItems} values${this.allowance.shared} (maxItems)`)
     this.stack.push(v)
   }
 
@@ -514,7 +550,7 @@ class Reader {
   /** Each call copies its (possibly memoized) str, so what the calls produce is held to maxBytes in total. */
   private latin1 (text: string): Buffer {
     this.encoded += text.length
-    if (this.encoded > this.limits.maxBytes) throw this.invalid(`_codecs.encode produced more than ${this.limits.maxBytes} bytes (maxBytes)`)
+    if (this.encoded > this.allowance.bytes) throw this.invalid(`_codecs.encode produced more than ${this.limits.maxBytes} bytes${this.allowance.shared} (maxBytes)`)
     for (let i = 0; i < text.length; i++) {
       if (text.charCodeAt(i) > 0xff) throw this.invalid('_codecs.encode of a str that is not latin-1')
     }
@@ -577,7 +613,7 @@ function childrenOf (v: PyValue): PyValue[] | undefined {
  * Memo references make the result a graph: refuse cycles, bound nesting, and bound the number of values a
  * consumer walking it as a tree would meet (sharing can otherwise expand exponentially).
  */
-function checkShape (root: PyValue, limits: PickleLimits, invalid: (why: string) => PickleInvalid): void {
+function checkShape (root: PyValue, { limits, items, shared }: Allowance, invalid: (why: string) => PickleInvalid): number {
   const done = new Map<object, { height: number, size: number }>()
   const open = new Set<object>()
   const tooDeep = (): PickleInvalid => invalid(`containers nested deeper than ${limits.maxDepth} (maxDepth)`)
@@ -599,11 +635,11 @@ function checkShape (root: PyValue, limits: PickleLimits, invalid: (why: string)
       height = Math.max(height, sub.height)
       size += sub.size
     }
-    if (size > limits.maxItems) throw invalid(`more than ${limits.maxItems} values once shared references are expanded (maxItems)`)
+    if (size > items) throw invalid(`more than ${limits.maxItems} values${shared} once shared references are expanded (maxItems)`)
     open.delete(v)
     const result = { height: height + 1, size }
     done.set(v, result)
     return result
   }
-  visit(root, 1)
+  return visit(root, 1).size
 }

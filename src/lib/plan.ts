@@ -1,7 +1,4 @@
-import { capacity } from '../../native/shm.js'
-import type { Config } from './config.js'
 import { errors } from './errors.js'
-import type { Registry } from './registry.js'
 import { checkSpec, type Spec, type TensorSpecInput } from './spec.js'
 
 export interface CreateRequest {
@@ -11,12 +8,6 @@ export interface CreateRequest {
 }
 
 export interface Planned { key: string, index: number | null, field: string, spec: Spec, size: number }
-
-export type QuotaReason = 'total_bytes' | 'namespace_segments' | 'capacity'
-
-export class QuotaError extends Error {
-  constructor (readonly reason: QuotaReason, readonly error: Error) { super(error.message) }
-}
 
 /** Every spec checked and sized before anything is created: a request that cannot succeed touches nothing. */
 export function plan (request: CreateRequest, maxSegmentBytes: number): Planned[] {
@@ -34,22 +25,35 @@ export function plan (request: CreateRequest, maxSegmentBytes: number): Planned[
   return out
 }
 
-/** Quotas and /dev/shm's free space, with what other requests are creating right now counted in. */
-export function checkQuota (planned: Planned[], namespace: string, registry: Registry, config: Config, pendingBytes: number): void {
-  const bytes = planned.reduce((n, p) => n + p.size, 0)
-  const inNamespace = registry.countIn(namespace)
-  if (inNamespace + planned.length > config.maxSegmentsPerNamespace) {
-    throw new QuotaError('namespace_segments', new errors.QuotaExceeded(
-      `tensors: namespace "${namespace}" holds ${inNamespace} segments; ${planned.length} more would pass the limit of ${config.maxSegmentsPerNamespace} (TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE)`))
+export type QuotaReason = 'total_bytes' | 'segments' | 'namespace_segments' | 'capacity'
+
+export interface Limits { maxTotalBytes: number, maxSegments: number, maxSegmentsPerNamespace: number }
+
+/** What this instance holds on /dev/shm right now, whatever state its files are in. */
+export interface Usage {
+  segments: number
+  /** Pages of live segments, creations in flight, kept files, and released files still open or being unlinked. */
+  pages: number
+  /** Segments in the namespace the request creates in. */
+  inNamespace: number
+  /** Free bytes on /dev/shm, less what creations in flight will take. */
+  free: number
+}
+
+/** Why a create cannot go ahead, or undefined when it can. Counts are files, sizes are pages, not st_size. */
+export function overQuota (count: number, pages: number, namespace: string, usage: Usage, limits: Limits): { reason: QuotaReason, error: Error } | undefined {
+  if (usage.inNamespace + count > limits.maxSegmentsPerNamespace) {
+    return { reason: 'namespace_segments', error: new errors.QuotaExceeded(`tensors: namespace "${namespace}" holds ${usage.inNamespace} segments; ${count} more would pass the limit of ${limits.maxSegmentsPerNamespace} (TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE)`) }
   }
-  const used = registry.bytes + pendingBytes
-  if (config.maxTotalBytes > 0 && used + bytes > config.maxTotalBytes) {
-    throw new QuotaError('total_bytes', new errors.QuotaExceeded(
-      `tensors: ${bytes} bytes more would bring this instance to ${used + bytes} bytes, over the limit of ${config.maxTotalBytes} (TENSORSHM_MAX_TOTAL_BYTES)`))
+  if (usage.segments + count > limits.maxSegments) {
+    return { reason: 'segments', error: new errors.QuotaExceeded(`tensors: this instance holds ${usage.segments} segments; ${count} more would pass the limit of ${limits.maxSegments} (TENSORSHM_MAX_SEGMENTS)`) }
+  }
+  if (limits.maxTotalBytes > 0 && usage.pages + pages > limits.maxTotalBytes) {
+    return { reason: 'total_bytes', error: new errors.QuotaExceeded(`tensors: ${pages} bytes of pages more would bring this instance to ${usage.pages + pages} bytes, over the limit of ${limits.maxTotalBytes} (TENSORSHM_MAX_TOTAL_BYTES)`) }
   }
   // tmpfs takes a sparse file of any size; refuse here what could only end as SIGBUS in a client later.
-  const { free } = capacity()
-  if (bytes > free - pendingBytes) {
-    throw new QuotaError('capacity', new errors.InsufficientStorage(`tensors: ${bytes} bytes do not fit in the ${Math.max(free - pendingBytes, 0)} bytes free on /dev/shm`))
+  if (pages > usage.free) {
+    return { reason: 'capacity', error: new errors.InsufficientStorage(`tensors: ${pages} bytes do not fit in the ${Math.max(usage.free, 0)} bytes free on /dev/shm`) }
   }
+  return undefined
 }

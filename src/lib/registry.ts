@@ -1,5 +1,5 @@
 import type { Dtype } from './dtype.js'
-import { namespaceCovers } from './namespace.js'
+import { namespaceCovers, namespaceRoot } from './namespace.js'
 
 export interface SegmentRecord {
   name: string
@@ -23,17 +23,31 @@ export interface SegmentRecord {
   owner: string | null
 }
 
-/** The segments this instance created, indexed by name and by namespace/key. Holds no policy. */
-export class Registry {
+/** Bytes a file of `size` occupies on tmpfs: whole pages, one at least (what quotas count, not st_size). */
+export const pagesOf = (size: number, pageSize: number): number => Math.max(1, Math.ceil(size / pageSize)) * pageSize
+
+/** The segments this instance created, indexed by name, by namespace/key and by namespace root. Holds no policy. */
+export class SegmentRegistry {
   readonly #byName = new Map<string, SegmentRecord>()
   readonly #byNamespace = new Map<string, Map<string, SegmentRecord[]>>()
+  readonly #perRoot = new Map<string, number>()
   #bytes = 0
+  #pages = 0
+
+  constructor (private readonly pageSize: number) {}
 
   get count (): number { return this.#byName.size }
+  /** File sizes, as clients see them. */
   get bytes (): number { return this.#bytes }
+  /** Pages held, as /dev/shm sees them. */
+  get pages (): number { return this.#pages }
 
   get (name: string): SegmentRecord | undefined {
     return this.#byName.get(name)
+  }
+
+  has (name: string): boolean {
+    return this.#byName.has(name)
   }
 
   hasKey (namespace: string, key: string): boolean {
@@ -46,6 +60,11 @@ export class Registry {
     return n
   }
 
+  /** Whether any segment lives under this namespace root. */
+  holdsRoot (root: string): boolean {
+    return this.#perRoot.has(root)
+  }
+
   add (record: SegmentRecord): void {
     if (this.#byName.has(record.name)) throw new Error(`registry already holds ${record.name}`)
     this.#byName.set(record.name, record)
@@ -55,7 +74,10 @@ export class Registry {
     list.push(record)
     list.sort((a, b) => (a.index ?? 0) - (b.index ?? 0))
     keys.set(record.key, list)
+    const root = namespaceRoot(record.namespace)
+    this.#perRoot.set(root, (this.#perRoot.get(root) ?? 0) + 1)
     this.#bytes += record.size
+    this.#pages += pagesOf(record.size, this.pageSize)
   }
 
   /** Forgets a record (the file is the caller's business); returns it, or undefined if unknown. */
@@ -64,11 +86,16 @@ export class Registry {
     if (record === undefined) return undefined
     this.#byName.delete(name)
     this.#bytes -= record.size
+    this.#pages -= pagesOf(record.size, this.pageSize)
     const keys = this.#byNamespace.get(record.namespace)
     const list = keys?.get(record.key)?.filter((r) => r !== record)
     if (keys !== undefined && list !== undefined && list.length > 0) keys.set(record.key, list)
     else keys?.delete(record.key)
     if (keys?.size === 0) this.#byNamespace.delete(record.namespace)
+    const root = namespaceRoot(record.namespace)
+    const left = (this.#perRoot.get(root) ?? 1) - 1
+    if (left === 0) this.#perRoot.delete(root)
+    else this.#perRoot.set(root, left)
     return record
   }
 

@@ -1,64 +1,91 @@
-import type { FastifyBaseLogger } from 'fastify'
-import { list } from '../../native/shm.js'
+import { scanDir, type Listing } from '../../native/scan.js'
+import { SHM_DIR } from '../../native/shm.js'
+import { OPERATOR } from './caller.js'
+import type { Logger } from './logger.js'
 import type { SegmentRecord } from './registry.js'
 import type { SegmentService } from './segments.js'
 
-export interface Orphan { name: string, size: number }
+export interface Leak { segments: number, bytes: number }
 
-/** Leaks, as one look at /dev/shm and the registry sees them. */
-export interface LeakScan {
-  /** Past their lease, not yet reclaimed. */
-  expired: SegmentRecord[]
-  /** Registered, but the file is gone (or is another file now). */
-  vanished: SegmentRecord[]
-  /** Files with our prefix that this instance's registry does not know; never deleted: they may be another's. */
-  orphans: Orphan[]
-}
+/** Leaks as the last complete scan of /dev/shm found them; `expired` is read from the registry when asked. */
+export interface LeakFigures { vanished: Leak, orphan: Leak, scannedAt: number | null }
 
-export function scan (service: SegmentService, prefix: string, now = Date.now()): LeakScan {
-  const files = new Map(list(prefix).map((f) => [f.name, f]))
-  for (const name of service.pool.names()) files.delete(name)
-  for (const name of service.reaper.names()) files.delete(name)
-  const expired: SegmentRecord[] = []
-  const vanished: SegmentRecord[] = []
-  for (const r of service.registry.values()) {
-    const f = files.get(r.name)
-    files.delete(r.name)
-    if (f === undefined || f.ino !== r.ino || f.dev !== r.dev) vanished.push(r)
-    else if (r.expiresAt !== null && r.expiresAt <= now) expired.push(r)
-  }
-  return { expired, vanished, orphans: [...files.values()].map(({ name, size }) => ({ name, size })) }
-}
+/** A scan never runs longer than this, nor lists more files with our prefix. */
+const SCAN_TIMEOUT_MS = 30_000
+const SCAN_MAX_ENTRIES = 1_000_000
 
-/** Reclaims expired segments and drops vanished ones, every TENSORSHM_SWEEP_INTERVAL. */
+const none = (): Leak => ({ segments: 0, bytes: 0 })
+
+/**
+ * Every TENSORSHM_SWEEP_INTERVAL: reclaims expired segments, drops vanished ones, unlinks idle kept segments,
+ * and counts files with our prefix that nobody knows (orphans, never deleted: they may be another's). The scan
+ * of /dev/shm runs on a worker thread; scrapes only read what the last one found.
+ */
 export class Sweeper {
   #timer: NodeJS.Timeout | undefined
+  #running: Promise<void> | undefined
+  #leaks: LeakFigures = { vanished: none(), orphan: none(), scannedAt: null }
 
-  constructor (private readonly service: SegmentService, private readonly prefix: string, private readonly log: FastifyBaseLogger) {}
+  constructor (private readonly service: SegmentService, private readonly prefix: string, private readonly log: Logger) {}
+
+  get leaks (): LeakFigures { return this.#leaks }
 
   start (intervalMs: number): void {
-    this.#timer = setInterval(() => {
-      try {
-        this.sweep()
-      } catch (err) {
-        this.log.error({ err }, 'sweep failed')
-      }
-    }, intervalMs)
-    this.#timer.unref()
+    const tick = () => {
+      this.sweep().catch((err: unknown) => { this.log.error({ err }, 'sweep failed') })
+        .finally(() => { if (this.#timer !== undefined) this.#timer = setTimeout(tick, intervalMs).unref() })
+    }
+    this.#timer = setTimeout(tick, 0).unref()
   }
 
   stop (): void {
-    clearInterval(this.#timer)
+    clearTimeout(this.#timer)
+    this.#timer = undefined
   }
 
-  sweep (now = Date.now()): { reclaimed: number, dropped: number } {
-    this.service.pool.trim(now)
-    const { expired, vanished } = scan(this.service, this.prefix, now)
-    this.service.forget(vanished, 'vanished')
+  /** One sweep; a sweep already under way is joined, not doubled. */
+  async sweep (now = Date.now()): Promise<{ reclaimed: number, dropped: number }> {
+    this.#running ??= this.#scan().finally(() => { this.#running = undefined })
+    await this.#running
+    this.service.trimPool(now)
+    const expired = this.service.expired(now)
     for (const r of expired) {
       this.log.warn({ segment: r.name, namespace: r.namespace, key: r.key, bytes: r.size, expiredAt: new Date(r.expiresAt ?? now).toISOString() }, 'lease expired: segment reclaimed')
-      this.service.release(r.name, 'expired')
     }
-    return { reclaimed: expired.length, dropped: vanished.length }
+    if (expired.length > 0) this.service.releaseExpired(expired, now)
+    return { reclaimed: expired.length, dropped: this.#leaks.vanished.segments }
+  }
+
+  async #scan (): Promise<void> {
+    const started = Date.now()
+    const departed = this.service.watchSettled()
+    let listing: Listing
+    try {
+      listing = await scanDir(SHM_DIR, this.prefix, { maxEntries: SCAN_MAX_ENTRIES, timeoutMs: SCAN_TIMEOUT_MS })
+    } finally {
+      departed.stop()
+    }
+    if (!listing.complete) {
+      this.log.warn({ files: listing.names.length }, 'the scan of /dev/shm did not finish; leak figures are from an earlier one')
+      return
+    }
+    const listed = new Map<string, number>()
+    listing.names.forEach((name, i) => listed.set(name, i))
+    const orphan = none()
+    for (const [name, i] of listed) {
+      if (this.service.knows(name) || departed.names.has(name)) continue
+      orphan.segments++
+      orphan.bytes += listing.allocated[i] ?? 0
+    }
+    // Only what existed before the scan began can be missing from it; each is looked at once more before it goes.
+    const vanished: SegmentRecord[] = []
+    for (const r of this.service.list(undefined, OPERATOR)) {
+      if (r.createdAt >= started) continue
+      const i = listed.get(r.name)
+      if (i !== undefined && listing.ino[i] === r.ino && listing.dev[i] === r.dev) continue
+      if (this.service.presence(r) !== 'present') vanished.push(r)
+    }
+    this.service.forget(vanished, 'vanished')
+    this.#leaks = { vanished: { segments: vanished.length, bytes: vanished.reduce((n, r) => n + r.size, 0) }, orphan, scannedAt: Date.now() }
   }
 }

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import app, { serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/lib/config.js'
+import { Journal } from '../../src/lib/journal.js'
+import { StateDir } from '../../src/lib/statedir.js'
 
 type Test = import('tap').Test
 
@@ -35,6 +37,13 @@ export function stateDir (t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'tshm-state-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   return dir
+}
+
+/** A journal in a state directory of the test's own, for a service built outside the app. */
+export function openJournal (t: Test, prefix: string): Journal {
+  const journal = Journal.open(StateDir.open(stateDir(t), process.geteuid?.() ?? 0), prefix, (err) => { throw err })
+  t.teardown(() => { journal.close(false) })
+  return journal
 }
 
 /** The last subtest of every suite: nothing with its prefix may remain on /dev/shm. */

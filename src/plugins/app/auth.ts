@@ -2,16 +2,17 @@ import fp from 'fastify-plugin'
 import bearerAuth from '@fastify/bearer-auth'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { createHash } from 'node:crypto'
+import { ANONYMOUS, keyCaller, type Caller } from '../../lib/caller.js'
 import { errors } from '../../lib/errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** An onRequest hook: 401 without a valid key; sets request.owner. A no-op without configured keys. */
+    /** An onRequest hook: 401 without a valid key; sets request.caller (anonymous without configured keys). */
     authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
   }
   interface FastifyRequest {
-    /** The key's id (never the key), or null under local trust. */
-    owner: string | null
+    /** Who is asking: set by `authenticate` on every route that needs to know. */
+    caller: Caller
   }
 }
 
@@ -20,9 +21,9 @@ export const keyId = (key: string): string => `key-${createHash('sha256').update
 
 export default fp(async (fastify) => {
   const { apiKeys } = fastify.config
-  fastify.decorateRequest('owner', null)
+  fastify.decorateRequest<Caller | null>('caller', null)
   if (apiKeys.length === 0) {
-    fastify.decorate('authenticate', async () => {})
+    fastify.decorate('authenticate', async (request: FastifyRequest) => { request.caller = ANONYMOUS })
     return
   }
   // bearer-auth compares in constant time; its hook is not used, so that failures answer in this API's error format.
@@ -38,6 +39,6 @@ export default fp(async (fastify) => {
       })
     })
     const token = (request.headers.authorization ?? '').slice('Bearer '.length).trim()
-    request.owner = keyId(token)
+    request.caller = keyCaller(keyId(token))
   })
 }, { name: 'auth', dependencies: ['config'] })

@@ -33,6 +33,8 @@ export function sendError (raw: FastifyError, request: FastifyRequest, reply: Fa
     ? { statusCode: 500, code: 'TSHM_INTERNAL', error: STATUS_CODES[500] as string, message: 'internal error; the service log has the details' }
     : { statusCode, code: err.code, error: STATUS_CODES[statusCode] ?? 'Error', message: err.message }
   if (reply.sent || reply.raw.headersSent) return
+  // Running out of open files is momentary: the client is told when to come back.
+  if (body.code === 'TSHM_BUSY') reply.header('retry-after', 1)
   return reply.code(body.statusCode).type('application/json; charset=utf-8').send(body)
 }
 

@@ -15,7 +15,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (fastify) => {
-  const metrics = createMetrics(fastify.segments, fastify.config, fastify.log)
+  const metrics = createMetrics(fastify.segments, fastify.sweeper, fastify.config, fastify.log)
   fastify.decorate('metrics', metrics)
   fastify.addHook('onRequest', async (request) => { request[started] = process.hrtime.bigint() })
   fastify.addHook('onResponse', async (request, reply) => {

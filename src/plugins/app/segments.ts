@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { Journal } from '../../lib/journal.js'
 import { SegmentService } from '../../lib/segments.js'
+import { StateDir } from '../../lib/statedir.js'
 import { Sweeper } from '../../lib/sweeper.js'
 
 declare module 'fastify' {
@@ -12,25 +13,26 @@ declare module 'fastify' {
 
 export default fp(async (fastify) => {
   const { config, log } = fastify
-  const journal = Journal.open(config.stateDir)
-  const service = new SegmentService(config, log, { journal })
+  const dir = StateDir.open(config.stateDir, process.geteuid?.() ?? 0)
+  const journal = Journal.open(dir, config.segmentPrefix, (err, what) => { log.warn({ err, what }, 'the journal could not be written') })
+  const service = new SegmentService(config, log, journal)
   const sweeper = new Sweeper(service, config.segmentPrefix, log)
   fastify.decorate('segments', service)
   fastify.decorate('sweeper', sweeper)
 
-  // After every plugin has subscribed to the service's events, so that records dropped at recovery are counted.
+  // After every plugin has subscribed to the service's events, so that what recovery drops is counted.
   fastify.addHook('onReady', async () => {
-    const vanished = service.recover()
-    log.info({ stateDir: config.stateDir, recovered: service.registry.count, vanished: vanished.length }, 'journal replayed')
+    const r = service.recover()
+    log.info({ stateDir: config.stateDir, recovered: r.recovered, vanished: r.vanished.length, cleaned: r.cleaned, expired: r.expired, skipped: r.skipped }, 'journal replayed')
     sweeper.start(config.sweepIntervalMs)
   })
   // Refuse new allocations as soon as closing starts; release once in-flight requests have finished.
   fastify.addHook('preClose', async () => {
     sweeper.stop()
-    service.beginShutdown()
+    service.stopAccepting()
   })
   fastify.addHook('onClose', async () => {
-    const released = await service.shutdown()
-    log.info({ released, kept: config.keepOnShutdown ? service.registry.count : 0 }, 'segments released at shutdown')
+    const released = await service.close()
+    log.info({ released, kept: config.keepOnShutdown ? service.figures().segments : 0 }, 'segments released at shutdown')
   })
 }, { name: 'segments', dependencies: ['config'] })
