@@ -137,7 +137,7 @@ out = {
   'builtins.eval': b'\\x80\\x04\\x8c\\x08builtins\\x94\\x8c\\x04eval\\x94\\x93\\x94\\x8c\\x011\\x94\\x85\\x94R\\x94.',
   'perkey-evil': pickle.dumps({'x': pickle.dumps(Evil(), protocol=4)}, protocol=4),
   'truncated': good[:len(good) // 2],
-  'garbage': b'\xff' + os.urandom(63),  # 0xff is no opcode: random bytes could otherwise start with one that names a global
+  'garbage': bytes([255]) + os.urandom(63),  # 0xff is no opcode: random bytes could otherwise start with one that names a global
   'empty': b'',
   'not a dict': pickle.dumps([1, 2, 3], protocol=5),
   'deep': pickle.dumps({'x': [[[[[[1]]]]]]}, protocol=5),
