@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { ServerOptions } from 'node:http'
 import type { Config } from './lib/config.js'
 import { formatSchemaErrors } from './lib/validation.js'
 import config from './plugins/app/config.js'
@@ -16,7 +17,7 @@ import loadShedding from './plugins/app/load-shedding.js'
 export interface AppOptions { config: Config }
 
 /** Server options that belong with the app: the tests build the same instance that production runs. */
-export function serverOptions (config: Config): FastifyServerOptions {
+export function serverOptions (config: Config): FastifyServerOptions & { http: ServerOptions } {
   return {
     logger: { level: config.logLevel },
     bodyLimit: config.bodyLimit,
@@ -25,6 +26,8 @@ export function serverOptions (config: Config): FastifyServerOptions {
     // pages of a released segment. A request must arrive whole in time, however slowly it trickles.
     connectionTimeout: config.idleTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
+    // Node checks request deadlines on this interval (30 s unless told): often enough to hold the one configured.
+    http: { connectionsCheckingInterval: Math.max(100, Math.min(config.requestTimeoutMs / 4, 5000)), headersTimeout: Math.min(60_000, config.requestTimeoutMs) },
     // Over-long segment names reach the handler, which answers 400 naming the field, not a bare 414.
     routerOptions: { maxParamLength: 4096 },
     schemaErrorFormatter: formatSchemaErrors,

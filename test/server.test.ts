@@ -1,5 +1,6 @@
 import t from 'tap'
-import { checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { checkNoLeftovers, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
+import { poll } from './helpers/e2e.js'
 import { runServer, startServer } from './helpers/server.js'
 
 const prefix = suitePrefix('server')
@@ -33,12 +34,32 @@ t.test('a second signal (npm start forwards the one it got) still leaves nothing
   const reader = (slow.body as ReadableStream<Uint8Array>).getReader()
   await reader.read()
   server.child.kill('SIGTERM')
-  while (!server.log().includes('"msg":"closing"')) await new Promise((resolve) => setTimeout(resolve, 5))
+  await poll('the graceful close to begin', async () => { if (!server.log().includes('"msg":"closing"')) throw new Error('not yet') }, { timeoutMs: 10_000, intervalMs: 5 })
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 1, 'close-with-grace exits at once on a second signal')
   await reader.cancel().catch(() => {})
   t.match(server.log(), /releasing synchronously/)
   t.same(shmFiles(prefix), [], 'live and pooled segments all gone')
+})
+
+t.test('an uncaught error exits without releasing anything: the next start recovers every segment', async (t) => {
+  const state = stateDir(t)
+  // A bug, delivered on demand: the preload throws from a signal handler, outside any request.
+  const preload = encodeURIComponent('process.on("SIGUSR2", () => { throw new Error("a bug") })')
+  const bug = { NODE_OPTIONS: `--import=data:text/javascript,${preload}`, TENSORSHM_STATE_DIR: state, TENSORSHM_SEGMENT_PREFIX: prefix }
+  const first = await startServer(bug)
+  t.teardown(() => { first.child.kill('SIGKILL') })
+  const made = await post(`${first.url}/v1/segments`, { namespace: 'crash', tensors: { a: { shape: [64], dtype: 'uint8' } } })
+  const name = (await made.json() as { segments: { a: { name: string } } }).segments.a.name
+  first.child.kill('SIGUSR2')
+  t.equal(await first.exited, 70)
+  t.match(first.log(), /uncaught error: exiting without releasing segments/)
+  t.same(shmFiles(prefix), [name], 'the segment is still there')
+  const second = await startServer({ TENSORSHM_STATE_DIR: state, TENSORSHM_SEGMENT_PREFIX: prefix })
+  t.teardown(() => { second.child.kill('SIGKILL') })
+  t.equal((await fetch(`${second.url}/v1/segments/${name}`)).status, 200, 'and known again after a restart')
+  second.child.kill('SIGTERM')
+  t.equal(await second.exited, 0)
 })
 
 t.test('a bad configuration value stops the start, naming the variable', async (t) => {

@@ -12,9 +12,21 @@ export interface Running {
   exited: Promise<number | string>
 }
 
+export interface SpawnOptions {
+  /** Turns the command into another (nsenter into a sandbox, say); the process is still the service's own. */
+  wrap?: (argv: string[]) => string[]
+  timeoutMs?: number
+}
+
+const command = (wrap: SpawnOptions['wrap']): [string, string[]] => {
+  const [bin, ...args] = (wrap ?? ((a) => a))([process.execPath, 'dist/src/server.js'])
+  return [bin as string, args]
+}
+
 /** Starts the compiled service exactly as `npm start` runs it (node dist/src/server.js), on a free port. */
-export async function startServer (env: Record<string, string>, timeoutMs = 20_000): Promise<Running> {
-  const child = spawn(process.execPath, ['dist/src/server.js'], {
+export async function startServer (env: Record<string, string>, { wrap, timeoutMs = 20_000 }: SpawnOptions = {}): Promise<Running> {
+  const [bin, args] = command(wrap)
+  const child = spawn(bin, args, {
     cwd: root,
     env: { ...process.env, TENSORSHM_PORT: '0', TENSORSHM_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -36,8 +48,9 @@ export async function startServer (env: Record<string, string>, timeoutMs = 20_0
 }
 
 /** Runs the service to completion (for starts that must fail) and returns its exit code and output. */
-export async function runServer (env: Record<string, string>): Promise<{ code: number | string, output: string }> {
-  const child = spawn(process.execPath, ['dist/src/server.js'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+export async function runServer (env: Record<string, string>, { wrap }: SpawnOptions = {}): Promise<{ code: number | string, output: string }> {
+  const [bin, args] = command(wrap)
+  const child = spawn(bin, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout.on('data', (d: Buffer) => { output += d.toString() })
   child.stderr.on('data', (d: Buffer) => { output += d.toString() })

@@ -1,0 +1,138 @@
+// Limits that hold whatever a client does: the journal stays as large as the live state, quotas count what files
+// really cost, a released namespace root is free again, and stalled or trickling connections are cut.
+import t, { type Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { readdirSync, statSync } from 'node:fs'
+import { connect, type Socket } from 'node:net'
+import { build, checkNoLeftovers, stateDir, suitePrefix } from './helpers/build.js'
+import { poll } from './helpers/e2e.js'
+
+const prefix = suitePrefix('hard')
+const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600', TENSORSHM_POOL_BYTES: '0' }
+const KEY_A = 'alpha-key-0123456789abcdef'
+const KEY_B = 'bravo-key-0123456789abcdef'
+
+const post = (app: FastifyInstance, namespace: string, tensors: object, headers: Record<string, string> = {}) =>
+  app.inject({ method: 'POST', url: '/v1/segments', headers, payload: { namespace, tensors } })
+const stats = async (app: FastifyInstance) => (await app.inject({ url: '/v1/stats' })).json()
+const fds = () => readdirSync('/proc/self/fd').length
+
+t.test('renewals are one journal line each, however many segments they cover; a restart still sees them', async (t) => {
+  const dir = stateDir(t)
+  const keep = { ...env, TENSORSHM_STATE_DIR: dir, TENSORSHM_KEEP_ON_SHUTDOWN: 'true', TENSORSHM_RESERVE: 'false' }
+  const app = await build(t, keep)
+  for (const ns of ['grow/a', 'grow/b']) t.equal((await post(app, ns, { x: Array.from({ length: 1000 }, () => ({ shape: [1], dtype: 'uint8' })) })).statusCode, 201)
+  const created = statSync(`${dir}/journal.jsonl`).size
+  let last: { expires_at: string } | undefined
+  for (let i = 0; i < 300; i++) last = (await app.inject({ method: 'POST', url: '/v1/renew', payload: { namespace: 'grow', ttl_seconds: 900 + i } })).json()
+  const grown = statSync(`${dir}/journal.jsonl`).size - created
+  t.ok(grown < 300 * 200, `300 renewals of 2000 segments added ${grown} bytes (a line per segment would be ${300 * 2000 * 40}+)`)
+  await app.close()
+
+  const again = await build(t, keep)
+  const listed = (await again.inject({ url: '/v1/segments?namespace=grow' })).json().segments as Array<{ ttl_seconds: number, expires_at: string }>
+  t.equal(listed.length, 2000)
+  t.ok(listed.every((s) => s.ttl_seconds === 1199 && s.expires_at === last?.expires_at), 'every lease as the last renewal left it')
+  await again.inject({ method: 'DELETE', url: '/v1/segments?namespace=grow' })
+})
+
+t.test('quotas count pages and files, not st_size: empty tensors cannot flood /dev/shm', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_MAX_TOTAL_BYTES: '64KiB' })
+  let made = 0
+  for (; made < 100; made++) if ((await post(app, `empty/${made}`, { x: { shape: [0], dtype: 'uint8' } })).statusCode !== 201) break
+  t.equal(made, 16, 'a zero-size tensor still costs a page: 16 of them fill 64 KiB')
+  const capped = await build(t, { ...env, TENSORSHM_MAX_SEGMENTS: '3' })
+  t.equal((await post(capped, 'few/a', { x: [{ shape: [1], dtype: 'uint8' }, { shape: [1], dtype: 'uint8' }] })).statusCode, 201)
+  const over = await post(capped, 'few/b', { x: [{ shape: [1], dtype: 'uint8' }, { shape: [1], dtype: 'uint8' }] })
+  t.equal(over.statusCode, 507)
+  t.match(over.json(), { code: 'TSHM_QUOTA_EXCEEDED', message: /holds 2 segments; 2 more would pass the limit of 3 \(TENSORSHM_MAX_SEGMENTS\)/ })
+  t.equal((await stats(capped)).quota_rejections.segments, 1)
+  await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=empty' })
+  await capped.inject({ method: 'DELETE', url: '/v1/segments?namespace=few' })
+})
+
+t.test('a released segment still being read counts against the quota until its reader lets go', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_MAX_TOTAL_BYTES: '24MiB', TENSORSHM_IDLE_TIMEOUT: '2' })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const name = (await post(app, 'held/a', { x: { shape: [16, 1024, 1024], dtype: 'uint8' } })).json().segments.x.name as string
+  const res = await fetch(`${url}/v1/segments/${name}/data`, { headers: { accept: 'application/octet-stream' } })
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+  await reader.read()
+  t.equal((await app.inject({ method: 'DELETE', url: `/v1/segments/${name}` })).statusCode, 204)
+  const held = (await stats(app)).released_held_bytes
+  t.ok(held >= 16 << 20, `its pages are still there, pinned by the reader: ${held} bytes held`)
+  const refused = await post(app, 'held/b', { x: { shape: [16, 1024, 1024], dtype: 'uint8' } })
+  t.match(refused.json(), { statusCode: 507, code: 'TSHM_QUOTA_EXCEEDED', message: /TENSORSHM_MAX_TOTAL_BYTES/ })
+  await reader.cancel()
+  await poll('the reader\'s pages given back', async () => { if ((await stats(app)).released_held_bytes !== 0) throw new Error('still held') }, { timeoutMs: 10_000, intervalMs: 50 })
+  t.equal((await post(app, 'held/b', { x: { shape: [16, 1024, 1024], dtype: 'uint8' } })).statusCode, 201)
+  await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=held' })
+})
+
+t.test('a namespace root is held only while it has segments: a key cannot squat a client id it released', async (t) => {
+  const dir = stateDir(t)
+  const keys = { ...env, TENSORSHM_API_KEYS: `${KEY_A},${KEY_B}`, TENSORSHM_STATE_DIR: dir, TENSORSHM_KEEP_ON_SHUTDOWN: 'true' }
+  const a = { authorization: `Bearer ${KEY_A}` }
+  const b = { authorization: `Bearer ${KEY_B}` }
+  const app = await build(t, keys)
+  t.equal((await post(app, 'root17/x', { k: { shape: [1], dtype: 'uint8' } }, a)).statusCode, 201)
+  t.equal((await post(app, 'root17/y', { k: { shape: [1], dtype: 'uint8' } }, b)).statusCode, 403, 'held while A has a segment there')
+  await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=root17', headers: a })
+  t.equal((await post(app, 'root17/y', { k: { shape: [1], dtype: 'uint8' } }, b)).statusCode, 201, 'free once A released its last one')
+  t.equal((await post(app, 'root17/z', { k: { shape: [1], dtype: 'uint8' } }, a)).statusCode, 403, 'and now B holds it')
+  await app.close()
+  const again = await build(t, keys)
+  t.equal((await post(again, 'root17/z', { k: { shape: [1], dtype: 'uint8' } }, a)).statusCode, 403, 'the claim survives a restart with its segment')
+  await again.inject({ method: 'DELETE', url: '/v1/segments?namespace=root17', headers: b })
+})
+
+/** A raw connection to the app, and a promise that settles when the server closes it. */
+async function raw (t: Test, url: string): Promise<{ socket: Socket, closed: Promise<string> }> {
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  let received = ''
+  socket.on('data', (d: Buffer) => { received += d.toString() })
+  const closed = new Promise<string>((resolve) => { socket.on('close', () => resolve(received)); socket.on('error', () => {}) })
+  t.teardown(() => { socket.destroy() })
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  return { socket, closed }
+}
+
+t.test('a stalled upload is cut after TENSORSHM_IDLE_TIMEOUT and gives its descriptors back', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_IDLE_TIMEOUT: '0.5' })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const name = (await post(app, 'stall/a', { x: { shape: [1 << 20], dtype: 'uint8' } })).json().segments.x.name as string
+  const before = fds()
+  const { socket, closed } = await raw(t, url)
+  socket.write(`PUT /v1/segments/${name}/data HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${1 << 20}\r\n\r\n`)
+  socket.write(Buffer.alloc(1000))
+  const outcome = await Promise.race([closed.then(() => 'closed'), new Promise((resolve) => setTimeout(() => resolve('still open after 20 s'), 20_000))])
+  t.equal(outcome, 'closed')
+  await poll('the descriptors given back', async () => { if (fds() > before) throw new Error(`${fds()} fds, ${before} before`) }, { timeoutMs: 5000, intervalMs: 50 })
+  await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=stall' })
+})
+
+t.test('a request that trickles in is cut after TENSORSHM_REQUEST_TIMEOUT, however steadily it trickles', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_REQUEST_TIMEOUT: '1' })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const { socket, closed } = await raw(t, url)
+  socket.write('POST /v1/segments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{')
+  const drip = setInterval(() => { if (!socket.destroyed) socket.write(' ') }, 100)
+  t.teardown(() => { clearInterval(drip) })
+  const answer = await Promise.race([closed, new Promise<string>((resolve) => setTimeout(() => resolve('still open after 20 s'), 20_000))])
+  clearInterval(drip)
+  t.match(answer, /^HTTP\/1\.1 408 /)
+})
+
+t.test('connections past TENSORSHM_MAX_CONNECTIONS are closed on arrival', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_MAX_CONNECTIONS: '3' })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const held = [await raw(t, url), await raw(t, url), await raw(t, url)]
+  const extra = await raw(t, url)
+  const outcome = await Promise.race([extra.closed.then(() => 'closed'), new Promise((resolve) => setTimeout(() => resolve('still open after 20 s'), 20_000))])
+  t.equal(outcome, 'closed')
+  held[0]?.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  t.match(await held[0]?.closed, /^HTTP\/1\.1 200 /, 'those within the cap are served')
+})
+
+checkNoLeftovers(t, prefix)
