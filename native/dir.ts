@@ -1,5 +1,5 @@
 import * as libc from './libc.js'
-import { SysError } from './errors.js'
+import { SysError } from './sys-error.js'
 import { stat, type Stat } from './shm.js'
 
 function check (syscall: string, rc: number): number {

@@ -1,7 +1,7 @@
 import { readFileSync, statfsSync } from 'node:fs'
 import { unlink as unlinkFile } from 'node:fs/promises'
 import * as libc from './libc.js'
-import { SysError } from './errors.js'
+import { SysError } from './sys-error.js'
 
 /** Where glibc keeps POSIX shared-memory objects; names map to files here one to one. */
 export const SHM_DIR = '/dev/shm'

@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
-import { negotiate } from '../src/lib/accept.js'
-import { JSON_TYPE, NPZ_TYPE, PASSTHROUGH_MEMBER, decode } from '../src/lib/decode.js'
-import { entriesFromJson, entriesFromPickle } from '../src/lib/descriptors.js'
-import { errors } from '../src/lib/errors.js'
-import { errorResponses } from './errors.js'
+import { negotiate } from '../src/http/accept.js'
+import { JSON_TYPE, NPZ_TYPE, PASSTHROUGH_MEMBER, decode } from '../src/transfer/decoding.js'
+import { entriesFromJson, entriesFromPickle } from '../src/codecs/descriptors.js'
+import { errors } from '../src/errors.js'
+import { errorResponses } from './error-responses.js'
 
 const PICKLE = 'application/x-python-pickle'
 
@@ -47,7 +47,7 @@ const decodeRoute: FastifyPluginAsyncTypebox = async (fastify) => {
     const limits = { maxKeys: config.maxDictKeys, maxListLength: config.maxListLength, maxDepth: config.maxDepth, maxBytes: config.bodyLimit, maxDescriptors: config.maxDescriptors }
     const entries = Buffer.isBuffer(request.body) ? entriesFromPickle(request.body, limits) : entriesFromJson(request.body, limits)
     const t0 = performance.now()
-    const out = decode(segments, entries, type, { prefix: config.segmentPrefix, caller: request.caller })
+    const out = decode(segments, entries, type, request.caller)
     out.body.on('error', (err) => { request.log.warn({ err }, 'decode failed mid-stream') })
     out.body.once('end', () => { fastify.metrics.decoded(out.bytes, (performance.now() - t0) / 1000) })
     reply.type(out.type)

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { errorResponses } from './errors.js'
+import { errorResponses } from './error-responses.js'
 
 const StatusSchema = Type.Object({ status: Type.String() })
 

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { errorResponses } from './errors.js'
+import { errorResponses } from './error-responses.js'
 
 const Count = Type.Integer({ minimum: 0 })
 const ByReason = (keys: string[]) => Type.Object(Object.fromEntries(keys.map((k) => [k, Count])))

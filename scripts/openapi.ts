@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import app, { serverOptions } from '../src/app.js'
-import { loadConfig } from '../src/lib/config.js'
+import { loadConfig } from '../src/config.js'
 
 const stateDir = mkdtempSync(join(tmpdir(), 'tshm-openapi-'))
 const config = loadConfig({ TENSORSHM_LOG_LEVEL: 'silent', TENSORSHM_STATE_DIR: stateDir })

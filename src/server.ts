@@ -1,7 +1,7 @@
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import app, { serverOptions } from './app.js'
-import { ConfigError, loadConfig } from './lib/config.js'
+import { ConfigError, loadConfig } from './config.js'
 
 let config
 try {

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { ConfigSchema, loadConfig } from '../src/lib/config.js'
+import { ConfigSchema, loadConfig } from '../src/config.js'
 
 t.test('defaults', async (t) => {
   t.same(loadConfig({}), {

@@ -3,8 +3,8 @@ import { createHash } from 'node:crypto'
 import { truncateSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import * as shm from '../native/shm.js'
-import { ANONYMOUS } from '../src/lib/caller.js'
-import { NPY, writeTensor } from '../src/lib/transfer.js'
+import { ANONYMOUS } from '../src/segments/caller.js'
+import { NPY, writeTensor } from '../src/transfer/tensors.js'
 import { build, checkNoLeftovers, suitePrefix } from './helpers/build.js'
 import { python } from './helpers/python.js'
 
@@ -86,9 +86,9 @@ print(json.dumps({'good': npy(a), 'data': base64.b64encode(a.tobytes()).decode()
   const zero = Buffer.alloc(x.nbytes)
   t.equal((await put(zero, 'application/octet-stream')).statusCode, 204)
   const refusals: Array<[string, Buffer, number, string, RegExp]> = [
-    ['shape', b64('shape'), 422, 'TSHM_SPEC_MISMATCH', /shape \(5, 3\) is not the segment's \(3, 5\)/],
-    ['dtype', b64('dtype'), 422, 'TSHM_SPEC_MISMATCH', /dtype "<f8" is not the segment's float32/],
-    ['byte order', b64('big'), 422, 'TSHM_SPEC_MISMATCH', /dtype ">f4"/],
+    ['shape', b64('shape'), 422, 'TSHM_SPEC_MISMATCH', /shape: \(5, 3\) is not the segment's \(3, 5\)/],
+    ['dtype', b64('dtype'), 422, 'TSHM_SPEC_MISMATCH', /dtype: "<f8" is not the segment's float32/],
+    ['byte order', b64('big'), 422, 'TSHM_SPEC_MISMATCH', /dtype: ">f4"/],
     ['fortran order', b64('fortran'), 422, 'TSHM_SPEC_MISMATCH', /fortran_order/],
     ['extra bytes', Buffer.concat([b64('good'), Buffer.from('x')]), 400, 'TSHM_LENGTH_MISMATCH', /Content-Length/],
     ['missing bytes', b64('good').subarray(0, -4), 400, 'TSHM_LENGTH_MISMATCH', /Content-Length/],

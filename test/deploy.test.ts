@@ -52,7 +52,7 @@ function loadManifests (): Manifest[] {
   return out
 }
 
-/** A TENSORSHM_* byte size as src/lib/config.ts reads it (K/M/G/T are powers of 1024); NaN if malformed. */
+/** A TENSORSHM_* byte size as src/config.ts reads it (K/M/G/T are powers of 1024); NaN if malformed. */
 function byteSize (text: string | undefined): number {
   const m = /^([0-9]+)(?:([KMGT])i?B?)?$/.exec(text ?? '')
   return m === null ? NaN : Number(m[1]) * 1024 ** (m[2] === undefined ? 0 : 'KMGT'.indexOf(m[2]) + 1)

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { parseDtype, DTYPE_NAMES } from '../src/lib/dtype.js'
+import { parseDtype, DTYPE_NAMES } from '../src/codecs/dtype.js'
 import { python } from './helpers/python.js'
 
 // Every spelling we might meet: numpy's names, and array-protocol strings with each byte-order mark.

@@ -2,8 +2,8 @@ import t from 'tap'
 import { closeSync, fstatSync, readSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import * as shm from '../native/shm.js'
-import { createSegment, probe, unlinkQuietly } from '../native/segment.js'
-import { errnoName } from '../native/errors.js'
+import { createSegment, probe, unlinkQuietly } from '../native/segment-file.js'
+import { errnoName } from '../native/sys-error.js'
 import { checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
 
 const prefix = suitePrefix('native')

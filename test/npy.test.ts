@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { DTYPE_NAMES, parseDtype, type Dtype } from '../src/lib/dtype.js'
-import { NpyHeaderError, npyHeader, parseNpyHeader } from '../src/lib/npy.js'
+import { DTYPE_NAMES, parseDtype, type Dtype } from '../src/codecs/dtype.js'
+import { NpyHeaderError, npyHeader, parseNpyHeader } from '../src/codecs/npy.js'
 import { python } from './helpers/python.js'
 
 const dtype = (s: string): Dtype => {

@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { parseDtype, type Dtype } from '../src/lib/dtype.js'
-import { npyHeader } from '../src/lib/npy.js'
-import { NpzDataError, NpzNameError, npzSize, npzStream, type NpzEntry } from '../src/lib/npz.js'
+import { parseDtype, type Dtype } from '../src/codecs/dtype.js'
+import { npyHeader } from '../src/codecs/npy.js'
+import { NpzDataError, NpzNameError, npzSize, npzStream, type NpzEntry } from '../src/codecs/npz.js'
 import { python } from './helpers/python.js'
 
 const MiB = 2 ** 20

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import {
   DEFAULT_PICKLE_LIMITS, PickleInvalid, PickleRefused, PyDict, PyTuple, ShmObject, looksLikePickle, parsePickle,
   type PickleLimits, type PyValue
-} from '../src/lib/pickle.js'
+} from '../src/codecs/pickle.js'
 import { mutate, mutation } from './helpers/mutate.js'
 import { python } from './helpers/python.js'
 

@@ -1,9 +1,9 @@
 import t from 'tap'
 import { closeSync, readSync } from 'node:fs'
 import * as shm from '../native/shm.js'
-import { newSegmentName } from '../src/lib/names.js'
-import { SegmentService } from '../src/lib/segments.js'
-import { ANONYMOUS } from '../src/lib/caller.js'
+import { newSegmentName } from '../src/segments/names.js'
+import { SegmentService } from '../src/segments/service.js'
+import { ANONYMOUS } from '../src/segments/caller.js'
 import { build, checkNoLeftovers, openJournal, shmFiles, suitePrefix } from './helpers/build.js'
 import { python } from './helpers/python.js'
 

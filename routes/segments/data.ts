@@ -2,18 +2,17 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import { Type } from 'typebox'
-import { negotiate } from '../../src/lib/accept.js'
-import { errors } from '../../src/lib/errors.js'
-import { checkSegmentName } from '../../src/lib/names.js'
-import { NPY, RAW, readTensor, writeTensor } from '../../src/lib/transfer.js'
-import { errorResponses } from '../errors.js'
+import { negotiate } from '../../src/http/accept.js'
+import { errors } from '../../src/errors.js'
+import { NPY, RAW, readTensor, writeTensor } from '../../src/transfer/tensors.js'
+import { errorResponses } from '../error-responses.js'
 import { NameParamsSchema } from './schema.js'
 
 const tags = ['data']
 const binary = (description: string) => ({ description, content: { [NPY]: { schema: Type.String({ format: 'binary' }) }, [RAW]: { schema: Type.String({ format: 'binary' }) } } })
 
 const data: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { segments: service, config } = fastify
+  const { segments: service } = fastify
   // Uploads are streamed into the segment, never parsed or buffered: the handler gets the raw request, and
   // nothing else (JSON included) is read here.
   fastify.removeAllContentTypeParsers()
@@ -32,7 +31,7 @@ const data: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
   }, async (request, reply) => {
-    const record = service.get(checkSegmentName(request.params.name, config.segmentPrefix), request.caller)
+    const record = service.find(request.params.name, request.caller)
     const type = negotiate(request.headers.accept, [NPY, RAW])
     if (type === undefined) throw new errors.NotAcceptable(`Accept: this route produces ${NPY} or ${RAW}`)
     const t0 = performance.now()
@@ -65,7 +64,7 @@ const data: FastifyPluginAsyncTypebox = async (fastify) => {
     // Checked first, body or not, so that the answer does not depend on whether a parser ran.
     const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
     if (type !== RAW && type !== NPY) throw new errors.UnsupportedMediaType(`Content-Type: uploads are ${RAW} or ${NPY}`)
-    const record = service.get(checkSegmentName(request.params.name, config.segmentPrefix), request.caller)
+    const record = service.find(request.params.name, request.caller)
     const lengthHeader = request.headers['content-length']
     if (lengthHeader === undefined) throw new errors.LengthRequired('Content-Length: tensor uploads need one')
     const t0 = performance.now()

@@ -1,8 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { Caller } from '../../src/lib/caller.js'
-import { checkSegmentName } from '../../src/lib/names.js'
-import { errorResponses } from '../errors.js'
+import { errorResponses } from '../error-responses.js'
 import {
   CreateSegmentsBodySchema, CreateSegmentsReplySchema, ListReplySchema, NameParamsSchema, NamespaceQuerySchema,
   OptionalNamespaceQuerySchema, ReleasedReplySchema, RenewBodySchema, RenewReplySchema, SegmentStatusSchema
@@ -12,8 +10,7 @@ import { earliest, toCreateReply, toInfo } from './view.js'
 const tags = ['segments']
 
 const segments: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { segments: service, config } = fastify
-  const lookup = (name: string, caller: Caller) => service.get(checkSegmentName(name, config.segmentPrefix), caller)
+  const { segments: service } = fastify
 
   fastify.post('/segments', {
     schema: {
@@ -50,7 +47,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: { ...SegmentStatusSchema, description: 'The segment.' }, ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound') }
     }
   }, async (request) => {
-    const record = lookup(request.params.name, request.caller)
+    const record = service.find(request.params.name, request.caller)
     return { ...toInfo(record), present: service.presence(record) === 'present' }
   })
 
@@ -64,7 +61,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: Type.Null({ description: 'Released.' }), ...errorResponses('InvalidRequest', 'InvalidName', 'SegmentNotFound') }
     }
   }, async (request, reply) => {
-    service.release(checkSegmentName(request.params.name, config.segmentPrefix), request.caller)
+    service.release(request.params.name, request.caller)
     return reply.code(204).send(null)
   })
 

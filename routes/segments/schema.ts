@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox'
-import { MAX_TTL } from '../../src/lib/lease.js'
-import { KEY_PATTERN, NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN } from '../../src/lib/namespace.js'
-import { MAX_NDIM } from '../../src/lib/spec.js'
+import { MAX_TTL } from '../../src/segments/lease.js'
+import { KEY_PATTERN, NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN } from '../../src/segments/namespace.js'
+import { MAX_NDIM } from '../../src/segments/spec.js'
 
 export const NamespaceSchema = Type.String({
   minLength: 1,

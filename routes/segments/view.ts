@@ -1,6 +1,6 @@
 import type { Static } from 'typebox'
-import type { SegmentRecord } from '../../src/lib/registry.js'
-import type { CreateResult } from '../../src/lib/segments.js'
+import type { SegmentRecord } from '../../src/segments/registry.js'
+import type { CreateResult } from '../../src/segments/service.js'
 import type { CreateSegmentsReplySchema, DescriptorSchema, SegmentInfoSchema } from './schema.js'
 
 type Descriptor = Static<typeof DescriptorSchema>

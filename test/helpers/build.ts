@@ -4,9 +4,9 @@ import { mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import app, { serverOptions } from '../../src/app.js'
-import { loadConfig } from '../../src/lib/config.js'
-import { Journal } from '../../src/lib/journal.js'
-import { StateDir } from '../../src/lib/statedir.js'
+import { loadConfig } from '../../src/config.js'
+import { Journal } from '../../src/journal/journal.js'
+import { StateDir } from '../../src/journal/state-dir.js'
 
 type Test = import('tap').Test
 

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { OPERATOR } from '../../src/lib/caller.js'
+import { OPERATOR } from '../../src/segments/caller.js'
 import { shmFiles } from './build.js'
 
 /** The segments the service has registered (kept, released or half-made files are not among them). */

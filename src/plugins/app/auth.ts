@@ -2,8 +2,8 @@ import fp from 'fastify-plugin'
 import bearerAuth from '@fastify/bearer-auth'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { createHash } from 'node:crypto'
-import { ANONYMOUS, keyCaller, type Caller } from '../../lib/caller.js'
-import { errors } from '../../lib/errors.js'
+import { ANONYMOUS, keyCaller, type Caller } from '../../segments/caller.js'
+import { errors } from '../../errors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

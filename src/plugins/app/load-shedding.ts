@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { errors } from '../../lib/errors.js'
+import { errors } from '../../errors.js'
 
 const RETRY_AFTER = 5
 const RESOLUTION_MS = 10

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
-import { pkg } from '../../lib/package.js'
+import { pkg } from '../../package.js'
 
 export default fp(async (fastify) => {
   await fastify.register(swagger, {

@@ -1,0 +1,100 @@
+import * as shm from './shm.js'
+import { isSysError } from './sys-error.js'
+
+export interface CreateOptions {
+  /** File size in bytes; never below 1, since Python cannot mmap an empty file. */
+  size: number
+  /** Applied with fchmod after creation so that the process umask has no say. */
+  mode: number
+  owner?: { uid: number, gid: number } | undefined
+  /** Back every page now (posix_fallocate) so a full /dev/shm fails here and not as SIGBUS in a client. */
+  reserve: boolean
+}
+
+export interface Created extends shm.Identity {
+  name: string
+  size: number
+}
+
+/** Creates a segment fully configured, or leaves nothing behind. */
+export async function createSegment (name: string, opts: CreateOptions): Promise<Created> {
+  const fd = shm.createExclusive(name, 0o600)
+  try {
+    shm.chmod(fd, opts.mode)
+    if (opts.owner !== undefined) shm.chown(fd, opts.owner.uid, opts.owner.gid)
+    shm.truncate(fd, opts.size)
+    if (opts.reserve) await shm.reserve(fd, opts.size)
+    const st = shm.stat(fd)
+    return { name, size: opts.size, ino: st.ino, dev: st.dev }
+  } catch (err) {
+    unlinkQuietly(name)
+    throw err
+  } finally {
+    shm.close(fd)
+  }
+}
+
+/** Unlinks a name we own; a name someone else removed already is not an error. Returns whether we removed it. */
+export function unlinkQuietly (name: string): boolean {
+  try {
+    shm.unlink(name)
+    return true
+  } catch (err) {
+    if (isSysError(err, 'ENOENT')) return false
+    throw err
+  }
+}
+
+/** What makes a file under a name ours: its owner, and the inode we recorded (or, before we knew it, one link only). */
+export interface Expected {
+  uid: number
+  identity?: shm.Identity | undefined
+}
+
+export type Probe =
+  | { kind: 'ours', fd: number, stat: shm.Stat }
+  | { kind: 'missing' }
+  /** Something else is there: a symlink, a FIFO, a directory, another inode, another owner, or a file we may not open. */
+  | { kind: 'foreign', why: string }
+
+/** Running out of descriptors says nothing about the file: those errors propagate. */
+const RESOURCE = new Set(['EMFILE', 'ENFILE', 'ENOMEM'])
+
+/**
+ * Opens `name` without following a link or waiting on a FIFO, and keeps the fd only if the file is the one we
+ * expect. Whatever else is there is reported, never read, written or unlinked.
+ */
+export function probe (name: string, expected: Expected, writable = false): Probe {
+  let fd: number
+  try {
+    fd = shm.open(name, writable)
+  } catch (err) {
+    if (isSysError(err, 'ENOENT')) return { kind: 'missing' }
+    if (isSysError(err) && !RESOURCE.has(err.code)) return { kind: 'foreign', why: err.code === 'ELOOP' ? 'a symbolic link' : `open: ${err.code}` }
+    throw err
+  }
+  let why: string | undefined
+  let stat: shm.Stat | undefined
+  try {
+    stat = shm.stat(fd)
+    const { identity } = expected
+    if (!stat.regular) why = 'not a regular file'
+    else if (stat.uid !== expected.uid) why = `owned by uid ${stat.uid}`
+    else if (identity !== undefined && (stat.ino !== identity.ino || stat.dev !== identity.dev)) why = 'another inode'
+    else if (identity === undefined && stat.nlink !== 1) why = `${stat.nlink} links`
+  } catch (err) {
+    shm.close(fd)
+    throw err
+  }
+  if (why === undefined) return { kind: 'ours', fd, stat }
+  shm.close(fd)
+  return { kind: 'foreign', why }
+}
+
+/** Unlinks `name` only if it is still ours; returns whether it did. */
+export function unlinkIfOurs (name: string, expected: Expected): boolean {
+  const found = probe(name, expected)
+  if (found.kind !== 'ours') return false
+  shm.close(found.fd)
+  return unlinkQuietly(name)
+}

@@ -1,0 +1,102 @@
+import { createSegment, probe, unlinkIfOurs, unlinkQuietly, type CreateOptions, type Expected } from '../../native/segment-file.js'
+import * as shm from '../../native/shm.js'
+import type { Journal } from '../journal/journal.js'
+import type { Logger } from './logger.js'
+import { pagesOf } from './registry.js'
+
+/** Files at least this large are freed off the event loop (unlink frees tmpfs pages inside the syscall). */
+export const ASYNC_UNLINK_BYTES = 16 << 20
+
+/**
+ * Every change this service makes to a segment file, each written to the journal before it happens, so that
+ * recovery can finish or undo whatever a SIGKILL interrupted. Nothing here touches a file that is not ours: the
+ * owner uid and the recorded inode are checked first.
+ */
+export class SegmentFiles {
+  /** Files being unlinked on the thread pool, and the pages they still hold. */
+  readonly #unlinking = new Map<string, { done: Promise<void>, pages: number }>()
+  #unlinkingPages = 0
+
+  constructor (private readonly journal: Journal, readonly newName: () => string, private readonly uid: number,
+    private readonly options: Omit<CreateOptions, 'size'>, private readonly pageSize: number, private readonly log: Logger) {}
+
+  expected (identity?: shm.Identity): Expected {
+    return { uid: this.uid, identity }
+  }
+
+  /** Before any of `names` exists. */
+  intend (names: string[]): void {
+    this.journal.intend(names)
+  }
+
+  /** A fresh segment under a name already intended. */
+  async create (name: string, size: number): Promise<shm.Identity> {
+    return await createSegment(name, { ...this.options, size })
+  }
+
+  /** Renames a file we checked is ours; the journal already knows both names. */
+  rename (from: string, to: string): void {
+    shm.rename(from, to)
+  }
+
+  /**
+   * Unlinks a file in limbo if it is still ours. A large one is first renamed (journaled), so that its name goes
+   * at once, and then unlinked on the thread pool; `doomed` is that name when the journal has it already.
+   */
+  discard (name: string, identity: shm.Identity, size: number, doomed?: string): void {
+    const expected = this.expected(identity)
+    if (doomed === undefined && size >= ASYNC_UNLINK_BYTES) {
+      doomed = this.newName()
+      try {
+        this.journal.moved(name, doomed)
+      } catch (err) {
+        this.log.warn({ err }, 'the journal cannot record a move; unlinking on the event loop')
+        doomed = undefined
+      }
+    }
+    try {
+      if (doomed === undefined) {
+        unlinkIfOurs(name, expected)
+        this.journal.settled(name)
+        return
+      }
+      const found = probe(name, expected)
+      if (found.kind !== 'ours') { this.journal.settled(name, doomed); return }
+      shm.close(found.fd)
+      shm.rename(name, doomed)
+      this.journal.settled(name)
+      this.#unlinkLater(doomed, pagesOf(size, this.pageSize))
+    } catch (err) {
+      this.log.warn({ err, segment: name }, 'could not unlink a released segment')
+    }
+  }
+
+  #unlinkLater (name: string, pages: number): void {
+    this.#unlinkingPages += pages
+    const done = shm.unlinkAsync(name)
+      .catch((err: unknown) => { this.log.warn({ err, segment: name }, 'could not unlink a released segment') })
+      .finally(() => {
+        this.#unlinking.delete(name)
+        this.#unlinkingPages -= pages
+        this.journal.settled(name)
+      })
+    this.#unlinking.set(name, { done, pages })
+  }
+
+  /** Pages that files being unlinked still hold. */
+  get unlinkingPages (): number { return this.#unlinkingPages }
+
+  async drain (): Promise<void> {
+    await Promise.all([...this.#unlinking.values()].map(async (u) => await u.done))
+  }
+
+  /** For a process about to exit: whatever is still being unlinked goes now, on this thread. */
+  drainNow (): void {
+    for (const name of [...this.#unlinking.keys()]) unlinkQuietly(name)
+  }
+
+  /** Unlinks a name without checking (a spare this process is making): only for an exit that cannot wait. */
+  dropNow (name: string): void {
+    unlinkQuietly(name)
+  }
+}

@@ -1,0 +1,67 @@
+import { errors } from '../errors.js'
+import { namespaceRoot } from './namespace.js'
+
+interface Claim { owner: string, pending: number, journaled: boolean }
+
+export interface OwnersJournal {
+  owned: (root: string, owner: string) => void
+  disowned: (root: string) => void
+}
+
+/**
+ * Namespace roots (`<client_id>` of `<client_id>/<object_id>`) and the API key that holds each. Holding the root
+ * means holding every namespace under it, so a release by prefix never reaches another key's segments. A claim
+ * lasts while the root has segments or a create in flight, so the map is as large as the live state and no key
+ * can squat a client id it no longer uses. Anonymous callers (owner null) claim nothing.
+ */
+export class Owners {
+  readonly #claims = new Map<string, Claim>()
+
+  constructor (private readonly journal: OwnersJournal, private readonly holdsRoot: (root: string) => boolean) {}
+
+  /** Loads claims from the journal; only roots that still have segments keep theirs. */
+  restore (claims: Map<string, string>): void {
+    for (const [root, owner] of claims) if (this.holdsRoot(root)) this.#claims.set(root, { owner, pending: 0, journaled: true })
+  }
+
+  /** 403 when another key holds the root; otherwise the root is held for this create until it ends. */
+  acquire (namespace: string, owner: string | null): void {
+    if (owner === null) return
+    const root = namespaceRoot(namespace)
+    const claim = this.#claims.get(root)
+    if (claim !== undefined && claim.owner !== owner) throw new errors.NamespaceForbidden(`namespace: "${root}" belongs to another API key`)
+    if (claim === undefined) this.#claims.set(root, { owner, pending: 1, journaled: false })
+    else claim.pending++
+  }
+
+  /** The create that acquired the root has ended, with segments or without. */
+  settle (namespace: string, owner: string | null): void {
+    if (owner === null) return
+    const root = namespaceRoot(namespace)
+    const claim = this.#claims.get(root)
+    if (claim === undefined) return
+    claim.pending--
+    if (this.holdsRoot(root) && !claim.journaled) {
+      claim.journaled = true
+      this.journal.owned(root, owner)
+    }
+    this.released(root)
+  }
+
+  /** Ends the claim once the root holds nothing and nothing is being created in it. */
+  released (root: string): void {
+    const claim = this.#claims.get(root)
+    if (claim === undefined || claim.pending > 0 || this.holdsRoot(root)) return
+    this.#claims.delete(root)
+    if (claim.journaled) this.journal.disowned(root)
+  }
+
+  /** The held claims, for a journal snapshot. */
+  snapshot (): Map<string, string> {
+    const out = new Map<string, string>()
+    for (const [root, c] of this.#claims) if (c.journaled) out.set(root, c.owner)
+    return out
+  }
+
+  get size (): number { return this.#claims.size }
+}

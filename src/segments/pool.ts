@@ -1,0 +1,188 @@
+import { zeroFill } from '../../native/io.js'
+import { probe, type Expected } from '../../native/segment-file.js'
+import { close, type Identity, type Stat } from '../../native/shm.js'
+import type { Logger } from './logger.js'
+import { namespaceRoot } from './namespace.js'
+import { pagesOf } from './registry.js'
+
+export interface PoolEntry extends Identity { name: string, size: number, key: string }
+
+interface Pooled extends PoolEntry {
+  since: number
+  /** Resolves true once the file is all zeros; false if it could not be zeroed (it is then dropped). */
+  ready: Promise<boolean>
+  clean: boolean
+}
+
+/** What the pool needs done to files; each is journaled by the caller before it happens. */
+export interface PoolFiles {
+  expected: (identity?: Identity) => Expected
+  /** Unlinks a kept file that will not be reused. */
+  drop: (entry: PoolEntry) => void
+  /** A name for a file that clients never see. */
+  newName: () => string
+  /** Makes a fresh, backed segment for the pool to hand out (zero pages by construction). */
+  spare: (name: string, size: number) => Promise<Identity>
+  /** Unlinks a spare by name, for a process about to exit. */
+  dropNow: (name: string) => void
+}
+
+/** A key allocating back to back can outrun the zeroing of its last release: it gets up to this many spares. */
+const MAX_PER_KEY = 4
+
+export interface PoolFigures { segments: number, bytes: number, pages: number, hits: number, misses: number }
+
+/**
+ * Released segments kept for the next allocation of the same size by the same client, because a fresh segment
+ * costs its pages (posix_fallocate, or page faults in the writer) and a recycled one does not. A kept segment is
+ * under a name clients never saw, zeroed before reuse, and only ever reused by the same key and the same
+ * namespace root (`<client_id>`), so no data crosses from one client to another.
+ */
+export class SegmentPool {
+  readonly #lists = new Map<string, Pooled[]>()
+  /** Spares being made, by key: the promise, and the name the file will have. */
+  readonly #growing = new Map<string, { done: Promise<void>, name: string }>()
+  #closed = false
+  #bytes = 0
+  #pages = 0
+  #count = 0
+  #hits = 0
+  #misses = 0
+
+  constructor (private readonly maxBytes: number, private readonly idleMs: number, private readonly pageSize: number,
+    private readonly files: PoolFiles, private readonly log: Logger) {}
+
+  static key (owner: string | null, namespace: string, size: number): string {
+    return `${owner ?? ''}\0${namespaceRoot(namespace)}\0${size}`
+  }
+
+  figures (): PoolFigures {
+    return { segments: this.#count, bytes: this.#bytes, pages: this.#pages, hits: this.#hits, misses: this.#misses }
+  }
+
+  /** Whether a released file (open as `stat`) is worth keeping: it fits, and nobody linked or truncated it. */
+  wants (size: number, stat: Stat): boolean {
+    return !this.#closed && size <= this.maxBytes && stat.nlink === 1 && stat.size === size
+  }
+
+  /** Takes a released segment, already renamed to `entry.name`; older ones go to make room. */
+  admit (entry: PoolEntry): void {
+    while (this.#bytes + entry.size > this.maxBytes && this.#count > 0) this.#evictOldest()
+    const pooled: Pooled = { ...entry, since: Date.now(), ready: Promise.resolve(false), clean: false }
+    pooled.ready = this.#zero(pooled)
+    this.#add(pooled)
+  }
+
+  /** A kept, zeroed segment for this owner, namespace root and size, taken out of the pool; undefined when there is none. */
+  async take (owner: string | null, namespace: string, size: number): Promise<PoolEntry | undefined> {
+    const key = SegmentPool.key(owner, namespace, size)
+    const list = this.#lists.get(key) ?? []
+    const entry = list.find((e) => e.clean) ?? list[0]
+    if (entry === undefined) { this.#misses++; return undefined }
+    // Only dirty ones left: this key reallocates faster than its pages are zeroed, so keep a spare ready for it.
+    if (!entry.clean) this.#grow(key, size)
+    this.#forget(entry)
+    if (await entry.ready) { this.#hits++; return entry }
+    this.files.drop(entry)
+    this.#misses++
+    return undefined
+  }
+
+  /** Unlinks what has waited longer than the idle time. */
+  trim (now = Date.now()): void {
+    for (const e of this.#entries()) if (now - e.since > this.idleMs) { this.#forget(e); this.files.drop(e) }
+  }
+
+  /** Gives back pages and files until `pages` and `segments` more have been freed, or the pool is empty. */
+  evict (pages: number, segments: number): void {
+    while ((pages > 0 || segments > 0) && this.#count > 0) {
+      const freed = this.#evictOldest()
+      pages -= freed
+      segments--
+    }
+  }
+
+  /** Resolves when every kept segment is zeroed and no spare is being made. */
+  async idle (): Promise<void> {
+    await Promise.all(this.#entries().map(async (e) => await e.ready))
+    await Promise.all([...this.#growing.values()].map(async (g) => await g.done))
+  }
+
+  /** Empties the pool for good, now; spares still being made are unlinked by name. */
+  closeNow (): void {
+    this.#closed = true
+    for (const e of this.#entries()) { this.#forget(e); this.files.drop(e) }
+    for (const g of this.#growing.values()) this.files.dropNow(g.name)
+  }
+
+  /** Empties the pool for good, once the spares being made are there to be unlinked. */
+  async close (): Promise<void> {
+    this.#closed = true
+    for (const e of this.#entries()) { this.#forget(e); this.files.drop(e) }
+    await Promise.all([...this.#growing.values()].map(async (g) => await g.done))
+  }
+
+  #entries (): Pooled[] {
+    return [...this.#lists.values()].flat()
+  }
+
+  #add (entry: Pooled): void {
+    const list = this.#lists.get(entry.key) ?? []
+    list.push(entry)
+    this.#lists.set(entry.key, list)
+    this.#bytes += entry.size
+    this.#pages += pagesOf(entry.size, this.pageSize)
+    this.#count++
+  }
+
+  /** Adds one fresh segment for `key` in the background, within the per-key and byte limits. */
+  #grow (key: string, size: number): void {
+    if (this.#closed || this.#growing.has(key) || (this.#lists.get(key)?.length ?? 0) >= MAX_PER_KEY || this.#bytes + size > this.maxBytes) return
+    const name = this.files.newName()
+    const growing = { done: Promise.resolve(), name }
+    growing.done = this.files.spare(name, size)
+      .then((id) => {
+        const entry: Pooled = { ...id, name, size, key, since: Date.now(), ready: Promise.resolve(true), clean: true }
+        if (this.#closed) this.files.drop(entry)
+        else this.#add(entry)
+      })
+      .catch((err: unknown) => { this.log.debug({ err }, 'no spare segment for the pool') })
+      .finally(() => { this.#growing.delete(key) })
+    this.#growing.set(key, growing)
+  }
+
+  #evictOldest (): number {
+    let oldest: Pooled | undefined
+    for (const e of this.#entries()) if (oldest === undefined || e.since < oldest.since) oldest = e
+    if (oldest === undefined) return 0
+    this.#forget(oldest)
+    this.files.drop(oldest)
+    return pagesOf(oldest.size, this.pageSize)
+  }
+
+  #forget (entry: Pooled): void {
+    const list = this.#lists.get(entry.key)
+    const i = list?.indexOf(entry) ?? -1
+    if (list === undefined || i < 0) return
+    list.splice(i, 1)
+    if (list.length === 0) this.#lists.delete(entry.key)
+    this.#bytes -= entry.size
+    this.#pages -= pagesOf(entry.size, this.pageSize)
+    this.#count--
+  }
+
+  async #zero (entry: Pooled): Promise<boolean> {
+    const found = probe(entry.name, this.files.expected(entry), true)
+    if (found.kind !== 'ours') return false
+    try {
+      await zeroFill(found.fd, entry.size)
+      entry.clean = true
+      return true
+    } catch (err) {
+      this.log.warn({ err, segment: entry.name }, 'could not zero a pooled segment')
+      return false
+    } finally {
+      close(found.fd)
+    }
+  }
+}

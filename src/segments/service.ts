@@ -1,0 +1,448 @@
+import { EventEmitter } from 'node:events'
+import { isSysError } from '../../native/sys-error.js'
+import { probe, unlinkQuietly } from '../../native/segment-file.js'
+import { capacity, close as closeFd, openFileLimit } from '../../native/shm.js'
+import { OPERATOR, ownerOf, sees, type Caller } from './caller.js'
+import type { Config } from '../config.js'
+import { errors } from '../errors.js'
+import { ASYNC_UNLINK_BYTES, SegmentFiles } from './files.js'
+import { Handles, type Handle } from './handles.js'
+import type { Journal } from '../journal/journal.js'
+import { expiry } from './lease.js'
+import type { Logger } from './logger.js'
+import { checkSegmentName, newSegmentName } from './names.js'
+import { namespaceRoot } from './namespace.js'
+import { Owners } from './owners.js'
+import { overQuota, plan, type CreateRequest, type Planned, type QuotaReason } from './plan.js'
+import { SegmentPool, type PoolFigures } from './pool.js'
+import { pagesOf, SegmentRegistry, type SegmentRecord } from './registry.js'
+
+export type { CreateRequest } from './plan.js'
+export type { Handle } from './handles.js'
+export type ReleaseReason = 'client' | 'expired' | 'shutdown' | 'vanished'
+/** Whether a segment's file is still there, and still ours. */
+export type Presence = 'present' | 'missing' | 'replaced'
+
+export interface CreateResult {
+  namespace: string
+  segments: Map<string, SegmentRecord | SegmentRecord[]>
+}
+
+interface Events {
+  recovered: [report: Recovery]
+  created: [records: SegmentRecord[]]
+  released: [records: SegmentRecord[], reason: ReleaseReason]
+  rejected: [reason: QuotaReason]
+}
+
+/** What the service holds, for metrics and /v1/stats alike. */
+export interface SegmentFigures {
+  segments: number
+  bytes: number
+  /** Pages of released segments still held: open by a transfer or decode, or being unlinked. */
+  heldBytes: number
+  openFiles: number
+  pool: PoolFigures
+}
+
+export interface Recovery { recovered: number, vanished: SegmentRecord[], cleaned: number, expired: number, skipped: number }
+
+export interface ServiceOptions {
+  /** Where segment names come from; the CSPRNG unless a test needs a collision. */
+  names?: () => string
+}
+
+/** Segment lifecycle: policy over the registry, files through SegmentFiles and the native layer. Knows nothing of HTTP. */
+export class SegmentService extends EventEmitter<Events> {
+  readonly #registry: SegmentRegistry
+  readonly #pool: SegmentPool
+  readonly #files: SegmentFiles
+  readonly #handles: Handles
+  readonly #owners: Owners
+  /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
+  readonly #pending = new Set<string>()
+  #pendingCount = 0
+  #pendingPages = 0
+  readonly #pageSize: number
+  readonly #newName: () => string
+  #closing = false
+
+  constructor (private readonly config: Config, private readonly log: Logger, private readonly journal: Journal, options: ServiceOptions = {}) {
+    super()
+    this.#pageSize = capacity().pageSize
+    this.#newName = options.names ?? (() => newSegmentName(config.segmentPrefix))
+    const uid = config.segmentOwner?.uid ?? process.geteuid?.() ?? 0
+    this.#registry = new SegmentRegistry(this.#pageSize)
+    const files = this.#files = new SegmentFiles(journal, this.#newName, uid, { mode: config.segmentMode, owner: config.segmentOwner, reserve: config.reserve }, this.#pageSize, log)
+    this.#pool = new SegmentPool(config.poolBytes, config.poolIdleMs, this.#pageSize, {
+      expected: (id) => files.expected(id),
+      newName: this.#newName,
+      drop: (e) => { files.discard(e.name, e, e.size) },
+      dropNow: (name) => { files.dropNow(name) },
+      spare: async (name, size) => { files.intend([name]); return await files.create(name, size) }
+    }, log)
+    // Half the process's descriptors at most: sockets, the journal and the runtime need the rest.
+    const limit = openFileLimit()
+    this.#handles = new Handles(Math.max(1, Math.min(config.maxOpenSegments, limit === undefined ? Infinity : Math.floor(limit / 2))))
+    this.#owners = new Owners(journal, (root) => this.#registry.holdsRoot(root))
+    journal.attach({ records: () => this.#registry.values(), owners: () => this.#owners.snapshot() })
+  }
+
+  /**
+   * Takes back what the journal knows and is still ours on /dev/shm, finishes or undoes what a crash interrupted
+   * (files in limbo are unlinked if they are still ours), reclaims what expired meanwhile, then compacts. Nothing
+   * that is not ours is adopted or unlinked: a symlink, a FIFO or another inode under a journaled name is forgotten.
+   */
+  recover (now = Date.now()): Recovery {
+    const { records, limbo, owners, skipped } = this.journal.replay()
+    const vanished: SegmentRecord[] = []
+    for (const r of records) {
+      const found = probe(r.name, this.#files.expected(r))
+      if (found.kind === 'ours') { closeFd(found.fd); this.#registry.add(r); continue }
+      if (found.kind === 'foreign') this.log.warn({ segment: r.name, found: found.why }, 'a journaled segment is not ours any more; forgotten and left alone')
+      vanished.push(r)
+    }
+    let cleaned = 0
+    for (const [name, id] of limbo) {
+      const found = probe(name, this.#files.expected(id ?? undefined))
+      if (found.kind === 'ours') { closeFd(found.fd); if (unlinkQuietly(name)) cleaned++ }
+      this.journal.settled(name)
+    }
+    this.#owners.restore(owners)
+    if (vanished.length > 0) {
+      this.journal.forgot(vanished.map((r) => r.name))
+      this.emit('released', vanished, 'vanished')
+    }
+    const expired = this.expired(now)
+    this.#release(expired, 'expired')
+    this.journal.compact()
+    const report = { recovered: this.#registry.count, vanished, cleaned, expired: expired.length, skipped }
+    this.emit('recovered', report)
+    return report
+  }
+
+  async create (request: CreateRequest, caller: Caller): Promise<CreateResult> {
+    if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
+    const owner = ownerOf(caller)
+    const { namespace } = request
+    // Another key's root is 403 before anything else is said about the request.
+    this.#owners.acquire(namespace, owner)
+    const keys = Object.keys(request.tensors)
+    const names: string[] = []
+    const made: SegmentRecord[] = []
+    let reserved = false
+    try {
+      const planned = plan(request, this.config.maxSegmentBytes)
+      for (const key of keys) {
+        if (this.#registry.hasKey(namespace, key) || this.#pending.has(`${namespace}\0${key}`)) {
+          throw new errors.DuplicateKey(`tensors.${key}: the key is already registered in namespace "${namespace}"`)
+        }
+      }
+      const pages = planned.reduce((n, p) => n + pagesOf(p.size, this.#pageSize), 0)
+      this.#checkQuota(planned.length, pages, namespace)
+      for (const key of keys) this.#pending.add(`${namespace}\0${key}`)
+      reserved = true
+      this.#pendingCount += planned.length
+      this.#pendingPages += pages
+      try {
+        for (let i = 0; i < planned.length; i++) names.push(this.#newName())
+        this.#files.intend(names)
+        const ttl = request.ttl_seconds ?? this.config.defaultTtl
+        for (const [i, item] of planned.entries()) made.push(await this.#createOne(names, i, namespace, item, ttl, owner))
+        this.journal.created(made)
+      } finally {
+        this.#pendingCount -= planned.length
+        this.#pendingPages -= pages
+      }
+      for (const r of made) this.#registry.add(r)
+    } catch (err) {
+      for (const r of made) unlinkQuietly(r.name)
+      this.journal.settled(...names)
+      // ENOSPC from libc or from the journal's write: /dev/shm is full (answered as 507 by the error registry).
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') this.emit('rejected', 'capacity')
+      throw err
+    } finally {
+      if (reserved) for (const key of keys) this.#pending.delete(`${namespace}\0${key}`)
+      this.#owners.settle(namespace, owner)
+    }
+    this.emit('created', made)
+    return { namespace, segments: group(made) }
+  }
+
+  /** A segment by a name a client handed in: checked for this instance's shape of name before anything else. */
+  find (name: string, caller: Caller, field = 'name'): SegmentRecord {
+    return this.get(checkSegmentName(name, this.config.segmentPrefix, field), caller, field)
+  }
+
+  get (name: string, caller: Caller, field = 'name'): SegmentRecord {
+    const record = this.#registry.get(name)
+    // Another key's segment is answered exactly like an unknown one, and the name is not repeated back.
+    if (record === undefined || !sees(caller, record.owner)) throw new errors.SegmentNotFound(`${field}: no segment of this service has that name`)
+    return record
+  }
+
+  list (namespace: string | undefined, caller: Caller): SegmentRecord[] {
+    return [...this.#registry.covered(namespace)].filter((r) => sees(caller, r.owner))
+  }
+
+  presence (record: SegmentRecord): Presence {
+    const found = probe(record.name, this.#files.expected(record))
+    if (found.kind === 'ours') closeFd(found.fd)
+    return found.kind === 'ours' ? 'present' : found.kind === 'missing' ? 'missing' : 'replaced'
+  }
+
+  /** Opens a registered segment for I/O (see Handles); one that is gone or not ours is forgotten on the way. */
+  open (record: SegmentRecord, writable: boolean): Handle {
+    return this.#handles.open(record, writable, this.#files.expected(record), () => { this.forget([record], 'vanished') })
+  }
+
+  release (name: string, caller: Caller): SegmentRecord {
+    const record = this.find(name, caller)
+    this.#release([record], 'client')
+    return record
+  }
+
+  /** Reclaims records whose lease ran out (the sweeper's decision; they may have been renewed since it looked). */
+  releaseExpired (records: SegmentRecord[], now = Date.now()): void {
+    this.#release(records.filter((r) => this.#registry.get(r.name) === r && r.expiresAt !== null && r.expiresAt <= now), 'expired')
+  }
+
+  releaseNamespace (namespace: string, caller: Caller): number {
+    const records = this.list(namespace, caller)
+    this.#release(records, 'client')
+    return records.length
+  }
+
+  /** Extends the lease of every segment in `namespace` (and below) by `ttl` seconds, or by each one's own TTL. */
+  renew (namespace: string, ttl: number | undefined, caller: Caller): SegmentRecord[] {
+    const now = Date.now()
+    const records = this.list(namespace, caller)
+    for (const r of records) {
+      if (ttl !== undefined) r.ttl = ttl
+      r.expiresAt = expiry(now, r.ttl)
+    }
+    // One line per renewal, however many segments it covers: the journal stays as large as the live state.
+    if (records.length > 0) this.journal.renewed(namespace, ownerOf(caller), ttl ?? null, now)
+    return records
+  }
+
+  /** Records whose lease has run out by `now`. */
+  expired (now = Date.now()): SegmentRecord[] {
+    const out: SegmentRecord[] = []
+    for (const r of this.#registry.values()) if (r.expiresAt !== null && r.expiresAt <= now) out.push(r)
+    return out
+  }
+
+  /** Drops records without touching files: theirs are gone already, or are not ours any more. */
+  forget (records: SegmentRecord[], reason: ReleaseReason): void {
+    const known = records.filter((r) => this.#registry.get(r.name) === r)
+    if (known.length === 0) return
+    for (const r of known) {
+      this.#registry.delete(r.name)
+      this.log.warn({ segment: r.name, namespace: r.namespace, bytes: r.size }, 'segment vanished from /dev/shm')
+    }
+    this.journal.forgot(known.map((r) => r.name))
+    for (const root of new Set(known.map((r) => namespaceRoot(r.namespace)))) this.#owners.released(root)
+    this.emit('released', known, reason)
+  }
+
+  /** Whether a file name is one of ours: a live segment, or a file in limbo (kept, being created or unlinked). */
+  knows (name: string): boolean {
+    return this.#registry.has(name) || this.journal.limbo.has(name)
+  }
+
+  /** Names that stop being ours from now until `stop` (see Journal.watchSettled). */
+  watchSettled (): { names: Set<string>, stop: () => void } {
+    return this.journal.watchSettled()
+  }
+
+  /** Unlinks kept segments that waited longer than TENSORSHM_POOL_IDLE. */
+  trimPool (now = Date.now()): void {
+    this.#pool.trim(now)
+  }
+
+  figures (): SegmentFigures {
+    return {
+      segments: this.#registry.count,
+      bytes: this.#registry.bytes,
+      heldBytes: this.#handles.heldPages + this.#files.unlinkingPages,
+      openFiles: this.#handles.fds,
+      pool: this.#pool.figures()
+    }
+  }
+
+  /** Resolves once kept segments are zeroed and large files are unlinked: the background work is done. */
+  async idle (): Promise<void> {
+    await this.#pool.idle()
+    await this.#files.drain()
+  }
+
+  /** Ready when not closing and /dev/shm answers. */
+  assertReady (): void {
+    if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
+    capacity()
+  }
+
+  /**
+   * Closing starts: no new allocations, and kept segments (nobody can reach them any more) go at once. A
+   * supervisor such as `npm start` reports the exit a few ms after the signal, before in-flight requests finish.
+   */
+  stopAccepting (): void {
+    this.#closing = true
+    this.#pool.closeNow()
+  }
+
+  /** Releases everything (unless TENSORSHM_KEEP_ON_SHUTDOWN) once in-flight requests are done; returns how many. */
+  async close (): Promise<number> {
+    const released = this.#shutdown()
+    await this.#pool.close()
+    await this.#files.drain()
+    this.#closeJournal()
+    return released
+  }
+
+  /** The same, synchronously, for a process that must exit before `close` could finish (a second signal, a timeout). */
+  closeNow (): void {
+    this.#shutdown()
+    this.#pool.closeNow()
+    this.#files.drainNow()
+    this.#closeJournal()
+  }
+
+  #shutdown (): number {
+    this.#closing = true
+    if (this.config.keepOnShutdown) return 0
+    const all = this.list(undefined, OPERATOR)
+    this.#release(all, 'shutdown')
+    return all.length
+  }
+
+  #closeJournal (): void {
+    this.journal.close(this.#registry.count === 0 && this.journal.limbo.size === 0)
+  }
+
+  #checkQuota (count: number, pages: number, namespace: string): void {
+    const usage = () => {
+      const pool = this.#pool.figures()
+      return {
+        segments: this.#registry.count + this.#pendingCount + pool.segments,
+        pages: this.#registry.pages + this.#pendingPages + pool.pages + this.#handles.heldPages + this.#files.unlinkingPages,
+        inNamespace: this.#registry.countIn(namespace),
+        free: capacity().free - this.#pendingPages
+      }
+    }
+    let over = overQuota(count, pages, namespace, usage(), this.config)
+    if (over !== undefined && over.reason !== 'namespace_segments') {
+      // Kept segments are ours to give back: make room with them before refusing anyone.
+      const u = usage()
+      this.#pool.evict(u.pages + pages - (this.config.maxTotalBytes || Infinity), u.segments + count - this.config.maxSegments)
+      if (over.reason === 'capacity') this.#pool.evict(pages - u.free, 0)
+      over = overQuota(count, pages, namespace, usage(), this.config)
+    }
+    if (over === undefined) return
+    this.emit('rejected', over.reason)
+    throw over.error
+  }
+
+  async #createOne (names: string[], i: number, namespace: string, { key, index, spec, size }: Planned, ttl: number, owner: string | null): Promise<SegmentRecord> {
+    for (let attempt = 0; ; attempt++) {
+      const name = names[i] as string
+      try {
+        const id = (attempt === 0 ? await this.#fromPool(owner, namespace, size, name) : undefined) ?? await this.#files.create(name, size)
+        const createdAt = Date.now()
+        return { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
+      } catch (err) {
+        // 64 random bits collide only with a file someone placed on purpose: draw again, a few times.
+        if (!isSysError(err, 'EEXIST') || attempt >= 3) throw err
+        names[i] = this.#newName()
+        this.#files.intend([names[i] as string])
+      }
+    }
+  }
+
+  /** A kept segment of this owner, root and size, renamed to `name`; undefined when there is none to reuse. */
+  async #fromPool (owner: string | null, namespace: string, size: number, name: string): Promise<{ ino: bigint, dev: bigint } | undefined> {
+    const entry = await this.#pool.take(owner, namespace, size)
+    if (entry === undefined) return undefined
+    const found = probe(entry.name, this.#files.expected(entry))
+    if (found.kind === 'ours') closeFd(found.fd)
+    // A file someone linked elsewhere or truncated could show the next user's data, or fault: not reused.
+    if (found.kind !== 'ours' || found.stat.nlink !== 1 || found.stat.size !== size) { this.#files.discard(entry.name, entry, entry.size); return undefined }
+    try {
+      this.#files.rename(entry.name, name)
+    } catch (err) {
+      this.#files.discard(entry.name, entry, entry.size)
+      throw err
+    }
+    this.journal.settled(entry.name)
+    return { ino: entry.ino, dev: entry.dev }
+  }
+
+  /**
+   * Each record leaves the registry; its file (if it is still ours) is kept for reuse, unlinked off the event loop
+   * when large, or unlinked at once. The journal hears of every step before it happens.
+   */
+  #release (records: SegmentRecord[], reason: ReleaseReason): void {
+    if (records.length === 0) return
+    type Action = 'none' | 'pool' | 'reap' | 'unlink'
+    const moves = new Map<string, string>()
+    const plans = records.map((r): { r: SegmentRecord, action: Action } => {
+      try {
+        const found = probe(r.name, this.#files.expected(r))
+        if (found.kind !== 'ours') return { r, action: 'none' }
+        closeFd(found.fd)
+        // A segment still being read keeps its pages through the reader's fd; it is never recycled under it.
+        const keep = reason !== 'shutdown' && !this.#handles.busy(r.name) && this.#pool.wants(r.size, found.stat)
+        const action: Action = keep ? 'pool' : r.size >= ASYNC_UNLINK_BYTES ? 'reap' : 'unlink'
+        if (action !== 'unlink') moves.set(r.name, this.#newName())
+        return { r, action }
+      } catch (err) {
+        this.log.warn({ err, segment: r.name }, 'could not look at a released segment')
+        return { r, action: 'none' }
+      }
+    })
+    try {
+      this.journal.released(records, moves)
+    } catch (err) {
+      // Nothing is moved that the journal does not know of: without it, the files are simply unlinked now.
+      this.log.warn({ err }, 'the journal cannot record a release; unlinking on the event loop')
+      moves.clear()
+      for (const p of plans) if (p.action !== 'none') p.action = 'unlink'
+    }
+    for (const { r, action } of plans) {
+      this.#registry.delete(r.name)
+      if (this.#handles.busy(r.name)) this.#handles.hold(r.name, pagesOf(r.size, this.#pageSize))
+      const to = moves.get(r.name)
+      try {
+        if (action === 'pool' && to !== undefined) {
+          this.#files.rename(r.name, to)
+          this.journal.settled(r.name)
+          this.#pool.admit({ name: to, ino: r.ino, dev: r.dev, size: r.size, key: SegmentPool.key(r.owner, r.namespace, r.size) })
+        } else if (action === 'reap' && to !== undefined) {
+          this.#files.discard(r.name, r, r.size, to)
+        } else {
+          if (action === 'unlink') unlinkQuietly(r.name)
+          this.journal.settled(r.name)
+        }
+      } catch (err) {
+        this.log.warn({ err, segment: r.name }, 'could not unlink a released segment')
+      }
+    }
+    for (const root of new Set(records.map((r) => namespaceRoot(r.namespace)))) this.#owners.released(root)
+    this.emit('released', records, reason)
+  }
+}
+
+/** Records back into the request's shape. Keys are client strings (`constructor`, `valueOf`): a Map, not `{}`. */
+function group (records: SegmentRecord[]): CreateResult['segments'] {
+  const out = new Map<string, SegmentRecord | SegmentRecord[]>()
+  for (const r of records) {
+    if (r.index === null) out.set(r.key, r)
+    else {
+      const list = out.get(r.key) as SegmentRecord[] | undefined ?? []
+      list[r.index] = r
+      out.set(r.key, list)
+    }
+  }
+  return out
+}
