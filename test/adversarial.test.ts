@@ -3,9 +3,9 @@
 // /dev/shm (a mount namespace of its own), so that a failure cannot touch the machine's.
 import t, { type Test } from 'tap'
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs'
-import { api, poll } from './helpers/e2e.js'
+import { api } from './helpers/e2e.js'
 import { localUser, sandbox, sandboxUnavailable, type Sandbox } from './helpers/sandbox.js'
-import { runServer, startServer, type Running } from './helpers/server.js'
+import { poll, runService, startService, type Service } from './helpers/server.js'
 
 const skip = sandboxUnavailable() ?? false
 
@@ -14,19 +14,17 @@ const uid = process.geteuid?.() ?? 0
 const stateDir = `/dev/shm/.tensorshm-${uid}/${prefix}`
 const segment = (hex: string) => `${prefix}${hex.padStart(16, '0')}`
 
-async function start (t: Test, box: Sandbox, env: Record<string, string> = {}): Promise<Running> {
-  const s = await startServer({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600', ...env }, { wrap: (argv) => box.argv(argv) })
-  t.teardown(() => { s.child.kill('SIGKILL') })
-  return s
+async function start (t: Test, box: Sandbox, env: Record<string, string> = {}): Promise<Service> {
+  return await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600', ...env }, { wrap: box.argv })
 }
-const kill = async (s: Running) => { s.child.kill('SIGKILL'); await s.exited }
-const stop = async (s: Running) => { s.child.kill('SIGTERM'); return await s.exited }
-const create = async (s: Running, namespace: string, tensors: object, extra: object = {}) => {
+const kill = async (s: Service) => { s.child.kill('SIGKILL'); await s.exited }
+const stop = async (s: Service) => { s.child.kill('SIGTERM'); return await s.exited }
+const create = async (s: Service, namespace: string, tensors: object, extra: object = {}) => {
   const r = await api(s.url, 'POST', '/v1/segments', { namespace, tensors, ...extra })
   if (r.status !== 201) throw new Error(`create: ${r.status} ${JSON.stringify(r.body)}`)
   return r.body.segments as Record<string, { name: string, shape: number[], dtype: string }>
 }
-const metric = async (s: Running, sample: string): Promise<number | undefined> => {
+const metric = async (s: Service, sample: string): Promise<number | undefined> => {
   const text = await (await fetch(`${s.url}/metrics`, { signal: AbortSignal.timeout(10_000) })).text()
   const line = text.split('\n').find((l) => l.startsWith(`${sample} `))
   return line === undefined ? undefined : Number(line.slice(sample.length + 1))
@@ -37,7 +35,7 @@ t.test('a state directory planted by another user stops the start, naming it, an
   const mallory = localUser(t)
   writeFileSync(`${box.shm}/victim`, 'precious')
   box.run(['sh', '-c', `mkdir -m 0777 /dev/shm/.tensorshm-${uid} ${stateDir} && chmod 0777 ${stateDir} && ln -s /dev/shm/victim ${stateDir}/journal.jsonl.tmp && ln -s /dev/shm/victim ${stateDir}/journal.jsonl`], mallory.name)
-  const { code, output } = await runServer({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_PORT: '0' }, { wrap: (argv) => box.argv(argv) })
+  const { code, output } = await runService({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_PORT: '0' }, { wrap: box.argv })
   t.equal(code, 1)
   t.match(output, new RegExp(`/dev/shm/\\.tensorshm-${uid} \\(owner uid ${mallory.uid}, mode 0777\\) is owned by another user`))
   t.equal(readFileSync(`${box.shm}/victim`, 'utf8'), 'precious', 'the file behind the symlinks is untouched')
@@ -45,7 +43,7 @@ t.test('a state directory planted by another user stops the start, naming it, an
 
   box.run(['rm', '-rf', `/dev/shm/.tensorshm-${uid}`])
   box.run(['ln', '-s', '/dev/shm', `/dev/shm/.tensorshm-${uid}`], mallory.name)
-  const link = await runServer({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_PORT: '0' }, { wrap: (argv) => box.argv(argv) })
+  const link = await runService({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_PORT: '0' }, { wrap: box.argv })
   t.equal(link.code, 1)
   t.match(link.output, new RegExp(`/dev/shm/\\.tensorshm-${uid} is a symbolic link`))
 })
@@ -183,7 +181,7 @@ t.test('SIGKILL under a create/release load, again and again: every journaled se
   const live = new Set<string>()
   const released = new Set<string>()
   let round = 0
-  const load = async (s: Running, stopAt: number, worker: number) => {
+  const load = async (s: Service, stopAt: number, worker: number) => {
     for (let i = 0; Date.now() < stopAt; i++) {
       const namespace = `chaos-${worker}/r${round}-${i}`
       // Sizes that rarely repeat: most creates make fresh files (the widest window for a kill), some reuse kept ones.

@@ -6,7 +6,8 @@ import { chromium, type Browser, type Locator, type Page } from 'playwright-core
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { checkNoLeftovers, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
-import { api, GiveUp, poll, root, spawnProc, startService, tempDir, which } from './helpers/e2e.js'
+import { api, spawnProc, tempDir, which } from './helpers/e2e.js'
+import { GiveUp, poll, root, startService } from './helpers/server.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 // Without the background-networking flags Chromium keeps calling home, which on a closed network is a stream of

@@ -1,23 +1,14 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { truncateSync } from 'node:fs'
-import type { FastifyInstance } from 'fastify'
 import * as shm from '../native/shm.js'
 import { ANONYMOUS } from '../src/segments/caller.js'
 import { NPY, writeTensor } from '../src/transfer/tensors.js'
-import { build, checkNoLeftovers, suitePrefix } from './helpers/build.js'
+import { build, checkNoLeftovers, create, suitePrefix, type Descriptor } from './helpers/build.js'
 import { python } from './helpers/python.js'
 
 const prefix = suitePrefix('data')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix }
-
-interface Descriptor { name: string, shape: number[], dtype: string, nbytes: number }
-
-async function create (app: FastifyInstance, namespace: string, tensors: object): Promise<Record<string, Descriptor>> {
-  const res = await app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace, tensors } })
-  if (res.statusCode !== 201) throw new Error(res.body)
-  return res.json().segments
-}
 
 const pattern = (n: number, seed = 1): Buffer => {
   const b = Buffer.allocUnsafe(n)

@@ -1,21 +1,12 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import type { FastifyInstance } from 'fastify'
-import { build, checkNoLeftovers, suitePrefix } from './helpers/build.js'
+import { build, checkNoLeftovers, create, type Descriptor, suitePrefix } from './helpers/build.js'
 import { NOS_STANDIN } from './helpers/nos.js'
 import { python } from './helpers/python.js'
 
 const prefix = suitePrefix('decode')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix }
 const DTYPES = ['bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'float16', 'float32', 'float64', 'complex64', 'complex128', '>i4', '>f8', '>c16']
-
-interface Descriptor { name: string, shape: number[], dtype: string, nbytes: number }
-
-async function create (app: FastifyInstance, namespace: string, tensors: object): Promise<Record<string, Descriptor | Descriptor[]>> {
-  const res = await app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace, tensors } })
-  if (res.statusCode !== 201) throw new Error(res.body)
-  return res.json().segments
-}
 
 /** Python fills every segment with random values of its dtype and reports each one's sha256. */
 const fill = (segments: object) => python<Record<string, string | string[]>>(`

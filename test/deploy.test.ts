@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { Histogram } from 'prom-client'
 import ts from 'typescript'
 import { parseAllDocuments, parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet'
@@ -19,7 +19,9 @@ import type { IService } from 'kubernetes-models/v1/Service'
 import type { INamespace } from 'kubernetes-models/v1/Namespace'
 import type { ISecret } from 'kubernetes-models/v1/Secret'
 
-const root = fileURLToPath(new URL('..', import.meta.url))
+import { build } from './helpers/build.js'
+import { root } from './helpers/server.js'
+
 const k8sDir = path.join(root, 'deploy', 'kubernetes')
 const promDir = path.join(root, 'deploy', 'prometheus')
 const dashboardFile = path.join(root, 'deploy', 'grafana', 'tensorshm-dashboard.json')
@@ -354,14 +356,10 @@ interface Rule { alert?: string, record?: string, expr: string, for?: string, la
 const ruleGroups = (parseYaml(readFileSync(rulesFile, 'utf8')) as { groups: Array<{ name: string, rules: Rule[] }> }).groups
 const rules = ruleGroups.flatMap((g) => g.rules)
 
-const METRICS = [
-  'tensorshm_segments', 'tensorshm_segment_bytes', 'tensorshm_allocations_total', 'tensorshm_releases_total',
-  'tensorshm_allocation_rate', 'tensorshm_allocation_rate_exceeded_total', 'tensorshm_leaked_segments',
-  'tensorshm_leaked_bytes', 'tensorshm_reclaimed_total', 'tensorshm_shm_size_bytes', 'tensorshm_shm_free_bytes',
-  'tensorshm_quota_rejections_total', 'tensorshm_decode_bytes_total', 'tensorshm_decode_duration_seconds',
-  'tensorshm_transfer_bytes_total', 'tensorshm_transfer_duration_seconds', 'tensorshm_http_request_duration_seconds'
-]
-const HISTOGRAMS = METRICS.filter((m) => m.endsWith('_seconds'))
+// The metrics as the service registers them, not a list kept by hand: a new one needs a panel and may be alerted on.
+const registered = (await build(t)).metrics.registry.getMetricsAsArray().filter((m) => m.name.startsWith('tensorshm_'))
+const METRICS = registered.map((m) => m.name)
+const HISTOGRAMS = registered.filter((m) => m instanceof Histogram).map((m) => m.name)
 const KNOWN_SERIES = new Set([...METRICS, ...HISTOGRAMS.flatMap((h) => ['_bucket', '_count', '_sum'].map((s) => h + s))])
 /** tensorshm_* series an expression reads (recording-rule names such as instance:tensorshm_x:rate5m excluded). */
 const seriesIn = (expr: string): string[] => [...expr.matchAll(/(?<![\w:])tensorshm_\w+/g)].map((m) => m[0])

@@ -37,7 +37,16 @@ print(json.dumps(out))
   for (const s of list) {
     t.equal(parseDtype(s)?.name ?? null, truth[s], `dtype ${JSON.stringify(s)}`)
   }
-  // And the canonical answer always round-trips: np.dtype(answer) is the same dtype.
+  // And the answer round-trips through numpy itself: np.dtype(answer) and np.dtype(descr) are the dtype asked for,
+  // and str() of it is the answer again.
+  const accepted = list.filter((s) => truth[s] !== null).map((s) => ({ s, name: parseDtype(s)?.name, descr: parseDtype(s)?.descr }))
+  const trips = await python<Array<[string, boolean, boolean, boolean]>>(`
+import json, sys
+import numpy as np
+print(json.dumps([[a['s'], np.dtype(a['name']) == np.dtype(a['s']), str(np.dtype(a['name'])) == a['name'], np.dtype(a['descr']) == np.dtype(a['s'])] for a in json.load(sys.stdin)]))
+`, accepted)
+  t.equal(trips.length, accepted.length)
+  for (const [s, same, canonical, descr] of trips) t.ok(same && canonical && descr, `${JSON.stringify(s)} round-trips: same ${same}, canonical ${canonical}, descr ${descr}`)
   for (const name of DTYPE_NAMES) t.equal(parseDtype(name)?.name, name)
 })
 

@@ -4,16 +4,14 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { readdirSync, statSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
-import { build, checkNoLeftovers, stateDir, suitePrefix } from './helpers/build.js'
-import { poll } from './helpers/e2e.js'
+import { build, checkNoLeftovers, post, stateDir, suitePrefix } from './helpers/build.js'
+import { poll } from './helpers/server.js'
 
 const prefix = suitePrefix('hard')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600', TENSORSHM_POOL_BYTES: '0' }
 const KEY_A = 'alpha-key-0123456789abcdef'
 const KEY_B = 'bravo-key-0123456789abcdef'
 
-const post = (app: FastifyInstance, namespace: string, tensors: object, headers: Record<string, string> = {}) =>
-  app.inject({ method: 'POST', url: '/v1/segments', headers, payload: { namespace, tensors } })
 const stats = async (app: FastifyInstance) => (await app.inject({ url: '/v1/stats' })).json()
 const fds = () => readdirSync('/proc/self/fd').length
 
@@ -75,14 +73,14 @@ t.test('a namespace root is held only while it has segments: a key cannot squat 
   const a = { authorization: `Bearer ${KEY_A}` }
   const b = { authorization: `Bearer ${KEY_B}` }
   const app = await build(t, keys)
-  t.equal((await post(app, 'root17/x', { k: { shape: [1], dtype: 'uint8' } }, a)).statusCode, 201)
-  t.equal((await post(app, 'root17/y', { k: { shape: [1], dtype: 'uint8' } }, b)).statusCode, 403, 'held while A has a segment there')
+  t.equal((await post(app, 'root17/x', { k: { shape: [1], dtype: 'uint8' } }, { headers: a })).statusCode, 201)
+  t.equal((await post(app, 'root17/y', { k: { shape: [1], dtype: 'uint8' } }, { headers: b })).statusCode, 403, 'held while A has a segment there')
   await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=root17', headers: a })
-  t.equal((await post(app, 'root17/y', { k: { shape: [1], dtype: 'uint8' } }, b)).statusCode, 201, 'free once A released its last one')
-  t.equal((await post(app, 'root17/z', { k: { shape: [1], dtype: 'uint8' } }, a)).statusCode, 403, 'and now B holds it')
+  t.equal((await post(app, 'root17/y', { k: { shape: [1], dtype: 'uint8' } }, { headers: b })).statusCode, 201, 'free once A released its last one')
+  t.equal((await post(app, 'root17/z', { k: { shape: [1], dtype: 'uint8' } }, { headers: a })).statusCode, 403, 'and now B holds it')
   await app.close()
   const again = await build(t, keys)
-  t.equal((await post(again, 'root17/z', { k: { shape: [1], dtype: 'uint8' } }, a)).statusCode, 403, 'the claim survives a restart with its segment')
+  t.equal((await post(again, 'root17/z', { k: { shape: [1], dtype: 'uint8' } }, { headers: a })).statusCode, 403, 'the claim survives a restart with its segment')
   await again.inject({ method: 'DELETE', url: '/v1/segments?namespace=root17', headers: b })
 })
 

@@ -4,7 +4,7 @@ import t from 'tap'
 import { ESLint } from 'eslint'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { root } from './helpers/e2e.js'
+import { root } from './helpers/server.js'
 
 const eslint = new ESLint({ cwd: root })
 const restricted = async (file: string, code: string): Promise<string[]> => {

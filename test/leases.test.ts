@@ -1,21 +1,10 @@
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
-import { build, captureWarnings, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { build, captureWarnings, checkNoLeftovers, post, shmFiles, suitePrefix } from './helpers/build.js'
+import { poll } from './helpers/server.js'
 
 const prefix = suitePrefix('leases')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix }
-
-const post = (app: FastifyInstance, namespace: string, tensors: object, extra: object = {}) =>
-  app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace, tensors, ...extra } })
-
-async function until (what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
 
 t.test('ttl_seconds and the default TTL set the lease; 0 never expires', async (t) => {
   const app = await build(t, { ...env, TENSORSHM_DEFAULT_TTL: '120', TENSORSHM_SWEEP_INTERVAL: '3600' })
@@ -42,7 +31,7 @@ t.test('the sweeper reclaims an abandoned segment once its lease runs out, and l
   const dead = await post(app, 'client-dead/obj', { img: { shape: [2, 5], dtype: 'uint16' } }, { ttl_seconds: 1 })
   const kept = await post(app, 'client-alive/obj', { img: { shape: [4], dtype: 'uint8' } }, { ttl_seconds: 0 })
   const name = dead.json().segments.img.name as string
-  await until('the lease to run out', () => !shmFiles(prefix).includes(name))
+  await poll('the lease to run out', async () => { if (shmFiles(prefix).includes(name)) throw new Error('still there') }, { timeoutMs: 15_000, intervalMs: 50 })
   t.equal((await app.inject({ url: `/v1/segments/${name}` })).statusCode, 404)
   t.match(lines.find((l) => l.includes('lease expired')), /"segment":"[^"]+","namespace":"client-dead\/obj","key":"img","bytes":20/)
   const stats = (await app.inject({ url: '/v1/stats' })).json()

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import type { FastifyInstance } from 'fastify'
-import { build, captureWarnings, checkNoLeftovers, suitePrefix } from './helpers/build.js'
+import { build, captureWarnings, checkNoLeftovers, post, suitePrefix } from './helpers/build.js'
 
 const prefix = suitePrefix('metrics')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600' }
@@ -16,9 +16,6 @@ async function scrape (app: FastifyInstance): Promise<Map<string, number>> {
   }
   return out
 }
-
-const post = (app: FastifyInstance, namespace: string, tensors: object, extra: object = {}) =>
-  app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace, tensors, ...extra } })
 
 t.test('the metrics move with create, release and expiry; no label carries a name', async (t) => {
   const app = await build(t, env)

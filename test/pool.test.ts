@@ -1,18 +1,15 @@
 import t from 'tap'
 import { linkSync, openSync, closeSync, ftruncateSync, readFileSync, statSync, unlinkSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
-import { build, checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
+import { build, checkNoLeftovers, create, shmFiles, suitePrefix } from './helpers/build.js'
 
 const prefix = suitePrefix('pool')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600' }
 const KEY_A = 'alpha-key-0123456789abcdef'
 const KEY_B = 'bravo-key-0123456789abcdef'
 
-async function make (app: FastifyInstance, namespace: string, shape = [64, 1024], headers: Record<string, string> = {}): Promise<string> {
-  const r = await app.inject({ method: 'POST', url: '/v1/segments', headers, payload: { namespace, tensors: { x: { shape, dtype: 'uint8' } } } })
-  if (r.statusCode !== 201) throw new Error(r.body)
-  return r.json().segments.x.name
-}
+const make = async (app: FastifyInstance, namespace: string, shape = [64, 1024], headers: Record<string, string> = {}): Promise<string> =>
+  (await create(app, namespace, { x: { shape, dtype: 'uint8' } }, { headers })).x?.name ?? ''
 const fill = async (app: FastifyInstance, name: string, byte: number, headers: Record<string, string> = {}) => {
   const size = statSync(`/dev/shm/${name}`).size
   const r = await app.inject({ method: 'PUT', url: `/v1/segments/${name}/data`, headers: { 'content-type': 'application/octet-stream', ...headers }, payload: Buffer.alloc(size, byte) })

@@ -5,7 +5,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse, stringify } from 'yaml'
 import { checkNoLeftovers, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
-import { api, freePort, GiveUp, poll, root, spawnProc, startService, tempDir, which, type Proc } from './helpers/e2e.js'
+import { api, freePort, spawnProc, tempDir, which, type Proc } from './helpers/e2e.js'
+import { GiveUp, poll, root, startService } from './helpers/server.js'
 
 const RULES = join(root, 'deploy', 'prometheus', 'rules', 'tensorshm.rules.yml')
 const JOB = 'tensorshm'

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as shm from '../native/shm.js'
 import { checkNoLeftovers, shmFiles, suitePrefix } from './helpers/build.js'
-import { poll } from './helpers/e2e.js'
-import { runServer, startServer, type Running } from './helpers/server.js'
+import { api } from './helpers/e2e.js'
+import { poll, runService, startService } from './helpers/server.js'
 
 const prefix = suitePrefix('restart')
 const otherPrefix = suitePrefix('restart_other')
@@ -15,35 +15,29 @@ const dir = () => {
   t.teardown(() => { rmSync(d, { recursive: true, force: true }) })
   return d
 }
-const call = async (server: Running, method: string, path: string, body?: unknown) => {
-  const res = await fetch(server.url + path, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) })
-  return { status: res.status, body: res.status === 204 ? {} : await res.json() as Record<string, unknown> }
-}
 const start = async (tt: Test, env: Record<string, string>) => {
-  const s = await startServer({ TENSORSHM_SWEEP_INTERVAL: '3600', ...env })
-  tt.teardown(() => { s.child.kill('SIGKILL') })
-  return s
+  return await startService(tt, { TENSORSHM_SWEEP_INTERVAL: '3600', ...env })
 }
 
 t.test('after SIGKILL and a restart, every live segment is known again with its namespace, key, spec and lease', async (t) => {
   const state = dir()
   const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: state }
   const a = await start(t, env)
-  const made = await call(a, 'POST', '/v1/segments', { namespace: 'keep/a', ttl_seconds: 300, tensors: { img: [{ shape: [2, 3], dtype: 'float32' }, { shape: [4], dtype: '>u2' }], gone: { shape: [8], dtype: 'uint8' }, freed: { shape: [1], dtype: 'uint8' } } })
+  const made = await api(a.url, 'POST', '/v1/segments', { namespace: 'keep/a', ttl_seconds: 300, tensors: { img: [{ shape: [2, 3], dtype: 'float32' }, { shape: [4], dtype: '>u2' }], gone: { shape: [8], dtype: 'uint8' }, freed: { shape: [1], dtype: 'uint8' } } })
   t.equal(made.status, 201)
   const segs = made.body.segments as Record<string, { name: string } | Array<{ name: string }>>
   const names = (k: string) => [segs[k]].flat().map((d) => (d as { name: string }).name)
-  await call(a, 'POST', '/v1/segments', { namespace: 'keep/forever', ttl_seconds: 0, tensors: { x: { shape: [1], dtype: 'bool' } } })
-  await call(a, 'POST', '/v1/renew', { namespace: 'keep/forever', ttl_seconds: 900 })
-  t.equal((await call(a, 'DELETE', `/v1/segments/${names('freed')[0]}`)).status, 204)
-  const before = (await call(a, 'GET', '/v1/segments')).body.segments as Array<Record<string, unknown>>
+  await api(a.url, 'POST', '/v1/segments', { namespace: 'keep/forever', ttl_seconds: 0, tensors: { x: { shape: [1], dtype: 'bool' } } })
+  await api(a.url, 'POST', '/v1/renew', { namespace: 'keep/forever', ttl_seconds: 900 })
+  t.equal((await api(a.url, 'DELETE', `/v1/segments/${names('freed')[0]}`)).status, 204)
+  const before = (await api(a.url, 'GET', '/v1/segments')).body.segments as Array<Record<string, unknown>>
   a.child.kill('SIGKILL')
   t.equal(await a.exited, 'SIGKILL')
   t.equal(shmFiles(prefix).length, 5, 'nothing was unlinked by the kill: 4 live segments, 1 released and kept for reuse')
 
   shm.unlink(names('gone')[0] ?? '')
   const b = await start(t, env)
-  const after = (await call(b, 'GET', '/v1/segments')).body.segments as Array<Record<string, unknown>>
+  const after = (await api(b.url, 'GET', '/v1/segments')).body.segments as Array<Record<string, unknown>>
   const byName = (xs: Array<Record<string, unknown>>) => Object.fromEntries(xs.map((x) => [x.name, x]))
   const expected = byName(before.filter((x) => x.name !== names('gone')[0]))
   t.same(byName(after), expected, 'namespace, key, index, shape, dtype, created_at, ttl and expires_at all came back')
@@ -64,24 +58,24 @@ t.test('two instances on one /dev/shm with separate state never touch each other
   const twin = await start(t, { ...sweeping, TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: dir() })
   const other = await start(t, { ...sweeping, TENSORSHM_SEGMENT_PREFIX: otherPrefix, TENSORSHM_STATE_DIR: dir() })
   for (const s of [same, twin, other]) {
-    t.equal((await call(s, 'POST', '/v1/segments', { namespace: 'shared', ttl_seconds: 0, tensors: { x: { shape: [16], dtype: 'uint8' } } })).status, 201)
+    t.equal((await api(s.url, 'POST', '/v1/segments', { namespace: 'shared', ttl_seconds: 0, tensors: { x: { shape: [16], dtype: 'uint8' } } })).status, 201)
   }
-  const mine = (await call(same, 'GET', '/v1/segments')).body.segments as Array<{ name: string }>
-  const theirs = (await call(twin, 'GET', '/v1/segments')).body.segments as Array<{ name: string }>
+  const mine = (await api(same.url, 'GET', '/v1/segments')).body.segments as Array<{ name: string }>
+  const theirs = (await api(twin.url, 'GET', '/v1/segments')).body.segments as Array<{ name: string }>
   t.equal(mine.length, 1)
   t.equal(theirs.length, 1)
-  t.equal((await call(same, 'GET', `/v1/segments/${theirs[0]?.name ?? ''}`)).status, 404, 'a twin\'s segment is not ours to see')
-  t.equal((await call(same, 'DELETE', `/v1/segments/${theirs[0]?.name ?? ''}`)).status, 404, 'nor to release')
+  t.equal((await api(same.url, 'GET', `/v1/segments/${theirs[0]?.name ?? ''}`)).status, 404, 'a twin\'s segment is not ours to see')
+  t.equal((await api(same.url, 'DELETE', `/v1/segments/${theirs[0]?.name ?? ''}`)).status, 404, 'nor to release')
   await poll('the twin\'s file counted as an orphan', async () => {
     const metrics = await (await fetch(`${same.url}/metrics`)).text()
     if (!/tensorshm_leaked_segments\{kind="orphan"\} 1\n/.test(metrics)) throw new Error(/tensorshm_leaked_segments\{kind="orphan"\} .*/.exec(metrics)?.[0])
   }, { timeoutMs: 10_000, intervalMs: 100 })
   // Leases run out: each sweeps only its own.
   for (const s of [same, twin]) {
-    t.equal((await call(s, 'POST', '/v1/segments', { namespace: 'short', ttl_seconds: 1, tensors: { x: { shape: [16], dtype: 'uint8' } } })).status, 201)
+    t.equal((await api(s.url, 'POST', '/v1/segments', { namespace: 'short', ttl_seconds: 1, tensors: { x: { shape: [16], dtype: 'uint8' } } })).status, 201)
   }
   await poll('both short leases reclaimed, each by its own instance', async () => {
-    for (const s of [same, twin]) if (((await call(s, 'GET', '/v1/segments?namespace=short')).body.segments as unknown[]).length !== 0) throw new Error('not yet')
+    for (const s of [same, twin]) if (((await api(s.url, 'GET', '/v1/segments?namespace=short')).body.segments as unknown[]).length !== 0) throw new Error('not yet')
   }, { timeoutMs: 10_000, intervalMs: 100 })
   t.same(shmFiles(prefix).sort(), [mine[0]?.name, theirs[0]?.name].sort(), 'the leases that never end are still there, both of them')
   same.child.kill('SIGTERM')
@@ -99,7 +93,7 @@ t.test('two instances on one /dev/shm with separate state never touch each other
 t.test('a second instance on the same state directory refuses to start, naming the fix', async (t) => {
   const state = dir()
   const first = await start(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: state })
-  const second = await runServer({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: state, TENSORSHM_PORT: '0' })
+  const second = await runService({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: state, TENSORSHM_PORT: '0' })
   t.equal(second.code, 1)
   t.match(second.output, /another tensorshm instance holds .*TENSORSHM_STATE_DIR/)
   first.child.kill('SIGTERM')

@@ -5,7 +5,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { OPERATOR } from '../src/segments/caller.js'
 import { ConfigError, isLoopback, loadConfig } from '../src/config.js'
 import { build, checkNoLeftovers, stateDir, suitePrefix } from './helpers/build.js'
-import { runServer } from './helpers/server.js'
+import { runService } from './helpers/server.js'
 
 const prefix = suitePrefix('security')
 const KEY_A = 'alpha-key-0123456789abcdef'
@@ -152,7 +152,7 @@ t.test('the service binds loopback by default and refuses a public address witho
   t.throws(() => loadConfig({ TENSORSHM_HOST: '0.0.0.0' }), ConfigError)
   t.equal(loadConfig({ TENSORSHM_HOST: '0.0.0.0', TENSORSHM_API_KEYS: KEY_A }).host, '0.0.0.0')
   t.equal(loadConfig({ TENSORSHM_HOST: '0.0.0.0', TENSORSHM_ALLOW_INSECURE_BIND: 'true' }).host, '0.0.0.0')
-  const { code, output } = await runServer({ TENSORSHM_HOST: '0.0.0.0', TENSORSHM_PORT: '0', TENSORSHM_SEGMENT_PREFIX: prefix })
+  const { code, output } = await runService({ TENSORSHM_HOST: '0.0.0.0', TENSORSHM_PORT: '0', TENSORSHM_SEGMENT_PREFIX: prefix })
   t.equal(code, 2)
   t.match(output, /TENSORSHM_HOST: refusing to listen on 0\.0\.0\.0 without authentication/)
 })

@@ -1,7 +1,6 @@
 import t from 'tap'
 import { checkNoLeftovers, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
-import { poll } from './helpers/e2e.js'
-import { runServer, startServer } from './helpers/server.js'
+import { poll, runService, startService } from './helpers/server.js'
 
 const prefix = suitePrefix('server')
 
@@ -9,8 +8,7 @@ const post = async (url: string, body: unknown) => await fetch(url, { method: 'P
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   t.test(`${signal} finishes, releases every segment and exits 0`, async (t) => {
-    const server = await startServer({ TENSORSHM_SEGMENT_PREFIX: prefix })
-    t.teardown(() => { server.child.kill('SIGKILL') })
+    const server = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix })
     const res = await post(`${server.url}/v1/segments`, { namespace: 'srv', tensors: { a: { shape: [1024], dtype: 'uint8' }, b: [{ shape: [3], dtype: 'f4' }] } })
     t.equal(res.status, 201)
     t.equal(shmFiles(prefix).length, 2)
@@ -23,8 +21,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 
 t.test('a second signal (npm start forwards the one it got) still leaves nothing behind', async (t) => {
-  const server = await startServer({ TENSORSHM_SEGMENT_PREFIX: prefix })
-  t.teardown(() => { server.child.kill('SIGKILL') })
+  const server = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix })
   const made = await post(`${server.url}/v1/segments`, { namespace: 'twice', tensors: { a: { shape: [64, 1024], dtype: 'uint8' }, b: { shape: [32, 1024, 1024], dtype: 'uint8' } } })
   t.equal(made.status, 201)
   const { a, b } = (await made.json() as { segments: Record<'a' | 'b', { name: string }> }).segments
@@ -47,26 +44,24 @@ t.test('an uncaught error exits without releasing anything: the next start recov
   // A bug, delivered on demand: the preload throws from a signal handler, outside any request.
   const preload = encodeURIComponent('process.on("SIGUSR2", () => { throw new Error("a bug") })')
   const bug = { NODE_OPTIONS: `--import=data:text/javascript,${preload}`, TENSORSHM_STATE_DIR: state, TENSORSHM_SEGMENT_PREFIX: prefix }
-  const first = await startServer(bug)
-  t.teardown(() => { first.child.kill('SIGKILL') })
+  const first = await startService(t, bug)
   const made = await post(`${first.url}/v1/segments`, { namespace: 'crash', tensors: { a: { shape: [64], dtype: 'uint8' } } })
   const name = (await made.json() as { segments: { a: { name: string } } }).segments.a.name
   first.child.kill('SIGUSR2')
   t.equal(await first.exited, 70)
   t.match(first.log(), /uncaught error: exiting without releasing segments/)
   t.same(shmFiles(prefix), [name], 'the segment is still there')
-  const second = await startServer({ TENSORSHM_STATE_DIR: state, TENSORSHM_SEGMENT_PREFIX: prefix })
-  t.teardown(() => { second.child.kill('SIGKILL') })
+  const second = await startService(t, { TENSORSHM_STATE_DIR: state, TENSORSHM_SEGMENT_PREFIX: prefix })
   t.equal((await fetch(`${second.url}/v1/segments/${name}`)).status, 200, 'and known again after a restart')
   second.child.kill('SIGTERM')
   t.equal(await second.exited, 0)
 })
 
 t.test('a bad configuration value stops the start, naming the variable', async (t) => {
-  const { code, output } = await runServer({ TENSORSHM_PORT: 'eighty', TENSORSHM_SEGMENT_PREFIX: prefix })
+  const { code, output } = await runService({ TENSORSHM_PORT: 'eighty', TENSORSHM_SEGMENT_PREFIX: prefix })
   t.equal(code, 2)
   t.match(output, /invalid configuration: TENSORSHM_PORT: "eighty" is not an integer/)
-  const mode = await runServer({ TENSORSHM_SEGMENT_MODE: '0400', TENSORSHM_SEGMENT_PREFIX: prefix })
+  const mode = await runService({ TENSORSHM_SEGMENT_MODE: '0400', TENSORSHM_SEGMENT_PREFIX: prefix })
   t.equal(mode.code, 2)
   t.match(mode.output, /TENSORSHM_SEGMENT_MODE/)
 })

@@ -7,6 +7,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { startService as start } from '../../dist/scripts/lib/service.js'
 
 export const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)))
 export const ROOT = dirname(BENCH_DIR)
@@ -148,29 +149,24 @@ function tail (file) {
 // ------------------------------------------------------------------------------------------------ the service
 
 /**
- * Starts `node dist/src/server.js` as production would, on a free loopback port, with this run's segment prefix
- * (plus a per-instance part) and its own state dir. `env` overrides; `nodeArgs` go before the script.
+ * The service as production runs it (scripts/lib/service.ts, shared with the tests), on a free loopback port, with
+ * this run's segment prefix (plus a per-instance part) and a state dir of its own under WORK. `env` overrides;
+ * `nodeArgs` go before the script.
  */
-export async function startService (env = {}, { nodeArgs = [], label = 'svc', script = 'dist/src/server.js' } = {}) {
-  const port = await freePort()
+export async function startService (env = {}, { nodeArgs = [], label = 'svc', script } = {}) {
   const n = ++serviceCount
   const prefix = `${RUN_PREFIX}${n}_`
-  // The journal on tmpfs, as by default (/dev/shm/.tensorshm/<prefix>), but under this run's prefix so that the
-  // final check covers it: the service removes it at a clean shutdown when nothing is left to remember.
-  const stateDir = join(SHM, `${RUN_PREFIX}state-${n}`)
-  const child = spawnTracked(process.execPath, [...nodeArgs, script], {
-    env: {
-      TENSORSHM_PORT: String(port),
-      TENSORSHM_HOST: '127.0.0.1',
-      TENSORSHM_SEGMENT_PREFIX: prefix,
-      TENSORSHM_STATE_DIR: stateDir,
-      TENSORSHM_LOG_LEVEL: 'warn',
-      ...env
-    },
-    log: join(WORK, `service-${n}-${label}.log`)
-  })
-  await waitHealthy(port, child)
-  return { child, port, pid: child.pid, prefix, label, stop: () => stopChild(child) }
+  const svc = await start({
+    TENSORSHM_PORT: String(await freePort()),
+    TENSORSHM_SEGMENT_PREFIX: prefix,
+    TENSORSHM_STATE_DIR: mkdtempSync(join(WORK, `state-${n}-`)),
+    TENSORSHM_LOG_LEVEL: 'warn',
+    ...env
+  }, { nodeArgs, script, logFile: join(WORK, `service-${n}-${label}.log`) })
+  const child = Object.assign(svc.child, { exited: svc.exited.then((code) => ({ code })) })
+  children.add(child)
+  svc.exited.then(() => children.delete(child), () => {})
+  return { child, port: svc.port, pid: child.pid, prefix, label, stop: () => svc.stop() }
 }
 
 /** A bench server script (bench/servers/*.mjs) on a free port; it answers /healthz. */

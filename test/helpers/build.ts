@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -30,6 +30,21 @@ export async function build (t: Test, env: Record<string, string> = {}): Promise
   await fastify.ready()
   t.teardown(() => fastify.close())
   return fastify
+}
+
+export interface Descriptor { name: string, shape: number[], dtype: string, nbytes: number }
+export interface PostOptions { headers?: Record<string, string>, ttl_seconds?: unknown }
+
+/** POST /v1/segments, answered however the service answers it. */
+export async function post (app: FastifyInstance, namespace: string, tensors: object, { headers = {}, ...extra }: PostOptions = {}): Promise<LightMyRequestResponse> {
+  return await app.inject({ method: 'POST', url: '/v1/segments', headers, payload: { namespace, tensors, ...extra } })
+}
+
+/** POST /v1/segments that must succeed: the descriptors by key. */
+export async function create<D = Descriptor> (app: FastifyInstance, namespace: string, tensors: object, options: PostOptions = {}): Promise<Record<string, D>> {
+  const res = await post(app, namespace, tensors, options)
+  if (res.statusCode !== 201) throw new Error(`create in ${namespace}: ${res.statusCode} ${res.body}`)
+  return res.json().segments
 }
 
 /** A journal directory of the test's own, removed when the test ends. */

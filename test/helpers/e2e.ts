@@ -1,18 +1,14 @@
 // Helpers for the end-to-end suites that drive real third-party programs (Chromium, Prometheus) against the
-// compiled service: finding the program, free loopback ports, temp dirs, bounded polling and processes that are
-// always killed, their whole process group, when the test ends.
+// compiled service: finding the program, free loopback ports, temp dirs, and processes that are always killed,
+// their whole process group, when the test ends. Starting the service and polling live in server.ts.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { startServer, type Running } from './server.js'
+import { root } from './server.js'
 
 type Test = import('tap').Test
-
-/** The repository's root directory, with a trailing slash. */
-export const root = fileURLToPath(new URL('../..', import.meta.url))
 
 /** `name` when it is a path to an executable file, else the first executable `name` on PATH; undefined if none. */
 export function which (name: string): string | undefined {
@@ -45,32 +41,6 @@ export async function freePort (): Promise<number> {
       srv.close(() => { port > 0 ? resolve(port) : reject(new Error('no port from listen(0)')) })
     })
   })
-}
-
-/** Thrown by a poll probe to stop polling at once (a process died, say) instead of waiting for the deadline. */
-export class GiveUp extends Error {
-  override name = 'GiveUp'
-}
-
-export const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
-
-/**
- * Calls `probe` until it returns a value, at most `timeoutMs` in all. A probe that throws is not ready yet, and its
- * last message is what the timeout error reports; a probe that throws GiveUp ends the polling with that error.
- */
-export async function poll<T> (what: string, probe: () => Promise<T>, { timeoutMs = 30_000, intervalMs = 250 } = {}): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last = 'never probed'
-  for (;;) {
-    try {
-      return await probe()
-    } catch (err) {
-      if (err instanceof GiveUp) throw err
-      last = err instanceof Error ? err.message : String(err)
-    }
-    if (Date.now() + intervalMs > deadline) throw new Error(`${what}: not within ${timeoutMs} ms; last: ${last}`)
-    await sleep(intervalMs)
-  }
 }
 
 /** Whether `promise` settles within `ms`; the timer does not outlive the wait. */
@@ -143,18 +113,6 @@ export function spawnProc (t: Test, command: string, args: string[], options: { 
   }
   t.teardown(async () => { await stop() })
   return { child, output: () => out, running: () => !done, exited, stop }
-}
-
-/** The compiled service (startServer), SIGKILLed on teardown unless the test stopped it already. */
-export async function startService (t: Test, env: Record<string, string>): Promise<Running> {
-  const server = await startServer(env)
-  t.teardown(async () => {
-    if (server.child.exitCode === null && server.child.signalCode === null) {
-      server.child.kill('SIGKILL')
-      await server.exited
-    }
-  })
-  return server
 }
 
 /** A JSON call to the service: status and parsed body (`{}` for a 204). */

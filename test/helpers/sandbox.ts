@@ -4,7 +4,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { readdirSync } from 'node:fs'
-import { poll, root } from './e2e.js'
+import { poll, root } from './server.js'
 
 type Test = import('tap').Test
 
