@@ -93,3 +93,8 @@ export function unlinkAt (dirfd: number, name: string, dir = false): boolean {
 export function closeFd (fd: number): void {
   check('close', libc.close(fd))
 }
+
+/** Renames `from` to `to` (absolute paths, the same directory) without following either, never over a file. */
+export function renameAside (from: string, to: string): void {
+  check(`renameat2 ${from}`, libc.renameat2(libc.AT_FDCWD, from, libc.AT_FDCWD, to, libc.RENAME_NOREPLACE))
+}

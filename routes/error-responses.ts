@@ -1,5 +1,5 @@
 import { Type } from 'typebox'
-import { errorInfo, type ErrorName } from '../src/errors.js'
+import { errorInfo, errorNames, type ErrorName } from '../src/errors.js'
 
 const common: ErrorName[] = ['Internal']
 
@@ -16,4 +16,17 @@ export function errorResponses (...names: ErrorName[]): Record<number, unknown> 
     out[status] = Type.Ref('Error', { description: lines.join('\n\n') })
   }
   return out
+}
+
+/** The errors a route's response entries document, read back from their descriptions. */
+export function documentedErrors (response: Record<number, unknown> | undefined): ErrorName[] {
+  const byCode = new Map(errorNames.map((n) => [errorInfo(n).code, n]))
+  const text = JSON.stringify(Object.entries(response ?? {}).filter(([status]) => Number(status) >= 400))
+  return [...new Set([...text.matchAll(/TSHM_[A-Z_]+/g)].map((m) => byCode.get(m[0])).filter((n): n is ErrorName => n !== undefined))]
+}
+
+/** A route's response entries with `names` documented as well, merged by status with what it documents already. */
+export function withErrors (response: Record<number, unknown> | undefined, ...names: ErrorName[]): Record<number, unknown> {
+  const success = Object.fromEntries(Object.entries(response ?? {}).filter(([status]) => Number(status) < 400))
+  return { ...success, ...errorResponses(...documentedErrors(response), ...names) }
 }

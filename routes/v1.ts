@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { errors } from '../src/errors.js'
-import { errorResponses } from './error-responses.js'
+import { withErrors } from './error-responses.js'
 import decode from './decode.js'
 import segments from './segments/index.js'
 import data from './segments/data.js'
@@ -13,7 +13,7 @@ const v1: FastifyPluginAsync = async (fastify) => {
   fastify.addHook('onRoute', (route) => {
     const schema = (route.schema ??= {}) as { security?: unknown, response?: Record<number, unknown> }
     schema.security = [{ bearerAuth: [] }]
-    schema.response = { ...errorResponses('Unauthorized', 'RateLimited', 'Overloaded', 'ShuttingDown'), ...schema.response }
+    schema.response = withErrors(schema.response, 'Unauthorized', 'RateLimited', 'Overloaded', 'ShuttingDown')
   })
   fastify.addHook('onRequest', fastify.authenticate)
   const { rateLimit: perSecond } = fastify.config

@@ -21,13 +21,14 @@ export function serverOptions (config: Config): FastifyServerOptions & { http: S
   return {
     logger: { level: config.logLevel },
     bodyLimit: config.bodyLimit,
-    return503OnClosing: true,
+    // Requests during a close are answered by the segment-service plugin, as TSHM_SHUTTING_DOWN.
+    return503OnClosing: false,
     // A silent connection (a stalled upload, a download nobody reads) is closed: it would pin an fd and the
     // pages of a released segment. A request must arrive whole in time, however slowly it trickles.
     connectionTimeout: config.idleTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     // Node checks request deadlines on this interval (30 s unless told): often enough to hold the one configured.
-    http: { connectionsCheckingInterval: Math.max(100, Math.min(config.requestTimeoutMs / 4, 5000)), headersTimeout: Math.min(60_000, config.requestTimeoutMs) },
+    http: { connectionsCheckingInterval: Math.max(100, Math.min(config.headersTimeoutMs / 4, 5000)), headersTimeout: config.headersTimeoutMs },
     // Over-long segment names reach the handler, which answers 400 naming the field, not a bare 414.
     routerOptions: { maxParamLength: 4096 },
     schemaErrorFormatter: formatSchemaErrors,

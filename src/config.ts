@@ -32,6 +32,7 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 1024, description: 'Most HTTP connections open at once; further ones are closed on arrival.' }),
   TENSORSHM_IDLE_TIMEOUT: Type.Number({ minimum: 0.1, maximum: 86400, default: 30, description: 'Seconds a connection may stay silent (nothing received or sent, a stalled upload or download included) before it is closed.' }),
   TENSORSHM_REQUEST_TIMEOUT: Type.Number({ minimum: 0.1, maximum: 86400, default: 300, description: 'Seconds a client has to send a whole request, headers and body.' }),
+  TENSORSHM_HEADERS_TIMEOUT: Type.Number({ minimum: 0.1, maximum: 86400, default: 10, description: 'Seconds a client has to send a request\'s headers (a connection that trickles them in holds a slot of TENSORSHM_MAX_CONNECTIONS); at most TENSORSHM_REQUEST_TIMEOUT.' }),
   TENSORSHM_POOL_BYTES: Bytes('Bytes of released segments kept (renamed away, zeroed) for reuse by the same client with the same size; 0 turns recycling off.', '256MiB'),
   TENSORSHM_POOL_IDLE: Type.Number({ minimum: 0, maximum: 86400, default: 60, description: 'Seconds a kept segment waits for reuse before it is unlinked.' }),
   TENSORSHM_RESERVE: Type.Boolean({ default: true, description: 'Back every segment\'s pages at creation (posix_fallocate), so that a full /dev/shm is a 507 here and not a SIGBUS in a client.' }),
@@ -72,6 +73,7 @@ export interface Config {
   maxConnections: number
   idleTimeoutMs: number
   requestTimeoutMs: number
+  headersTimeoutMs: number
   reserve: boolean
   poolBytes: number
   poolIdleMs: number
@@ -219,6 +221,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     maxConnections: raw.TENSORSHM_MAX_CONNECTIONS,
     idleTimeoutMs: raw.TENSORSHM_IDLE_TIMEOUT * 1000,
     requestTimeoutMs: raw.TENSORSHM_REQUEST_TIMEOUT * 1000,
+    headersTimeoutMs: Math.min(raw.TENSORSHM_HEADERS_TIMEOUT, raw.TENSORSHM_REQUEST_TIMEOUT) * 1000,
     reserve: raw.TENSORSHM_RESERVE,
     poolBytes: parseBytes('TENSORSHM_POOL_BYTES', raw.TENSORSHM_POOL_BYTES),
     poolIdleMs: raw.TENSORSHM_POOL_IDLE * 1000,

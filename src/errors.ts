@@ -49,6 +49,8 @@ function build<N extends ErrorName> (name: N) {
 type Errors = { [N in ErrorName]: ReturnType<typeof build<N>> }
 export const errors = Object.fromEntries((Object.keys(table) as ErrorName[]).map((n) => [n, build(n)])) as Errors
 
+export const errorNames = Object.keys(table) as ErrorName[]
+
 export interface ErrorInfo { code: string, statusCode: number, description: string }
 
 export const errorInfo = (name: ErrorName): ErrorInfo => {

@@ -2,7 +2,7 @@
 // the state directory, and the service gets SIGKILLed at the worst moments. Everything here runs in a private
 // /dev/shm (a mount namespace of its own), so that a failure cannot touch the machine's.
 import t, { type Test } from 'tap'
-import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { api } from './helpers/e2e.js'
 import { localUser, sandbox, sandboxUnavailable, type Sandbox } from './helpers/sandbox.js'
 import { poll, runService, startService, type Service } from './helpers/server.js'
@@ -30,22 +30,38 @@ const metric = async (s: Service, sample: string): Promise<number | undefined> =
   return line === undefined ? undefined : Number(line.slice(sample.length + 1))
 }
 
-t.test('a state directory planted by another user stops the start, naming it, and nothing is written through it', { skip }, async (t) => {
+t.test('a state directory planted by another user is moved aside by a root service, never entered nor written through', { skip }, async (t) => {
   const box = await sandbox(t)
   const mallory = localUser(t)
   writeFileSync(`${box.shm}/victim`, 'precious')
   box.run(['sh', '-c', `mkdir -m 0777 /dev/shm/.tensorshm-${uid} ${stateDir} && chmod 0777 ${stateDir} && ln -s /dev/shm/victim ${stateDir}/journal.jsonl.tmp && ln -s /dev/shm/victim ${stateDir}/journal.jsonl`], mallory.name)
-  const { code, output } = await runService({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_PORT: '0' }, { wrap: box.argv })
-  t.equal(code, 1)
-  t.match(output, new RegExp(`/dev/shm/\\.tensorshm-${uid} \\(owner uid ${mallory.uid}, mode 0777\\) is owned by another user`))
+  const s = await start(t, box)
+  await create(s, 'aside/a', { x: { shape: [8], dtype: 'uint8' } })
+  t.match(s.log(), new RegExp(`"moved":"/dev/shm/\\.tensorshm-${uid} -> /dev/shm/\\.tensorshm-${uid}\\.squatted-[0-9a-f]{8}".*moved it aside`))
   t.equal(readFileSync(`${box.shm}/victim`, 'utf8'), 'precious', 'the file behind the symlinks is untouched')
-  t.equal(box.run(['readlink', `${stateDir}/journal.jsonl.tmp`]).trim(), '/dev/shm/victim', 'the planted links are left as they were')
+  const aside = readdirSync(box.shm).filter((f) => f.startsWith(`.tensorshm-${uid}.squatted-`))
+  t.equal(aside.length, 1)
+  t.equal(box.run(['readlink', `/dev/shm/${aside[0] ?? ''}/${prefix}/journal.jsonl.tmp`]).trim(), '/dev/shm/victim', 'what was planted is left as it was, only out of the way')
+  const own = statSync(`${box.shm}/.tensorshm-${uid}`)
+  t.same([own.uid, own.mode & 0o7777], [uid, 0o700], 'and the name is the service\'s own now')
 
+  t.equal(await stop(s), 0)
   box.run(['rm', '-rf', `/dev/shm/.tensorshm-${uid}`])
   box.run(['ln', '-s', '/dev/shm', `/dev/shm/.tensorshm-${uid}`], mallory.name)
-  const link = await runService({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_PORT: '0' }, { wrap: box.argv })
-  t.equal(link.code, 1)
-  t.match(link.output, new RegExp(`/dev/shm/\\.tensorshm-${uid} is a symbolic link`))
+  const again = await start(t, box)
+  t.match(again.log(), /moved it aside/, 'a symlink in its place is moved aside too')
+})
+
+t.test('a service that cannot move a squatter aside (not root) stops the start, naming what is in its way', { skip }, async (t) => {
+  const box = await sandbox(t)
+  const mallory = localUser(t)
+  const svc = localUser(t)
+  const theirs = `/dev/shm/.tensorshm-${svc.uid}`
+  box.run(['mkdir', '-m', '0777', theirs], mallory.name)
+  const { code, output } = await runService({ TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_PORT: '0' }, { wrap: (argv) => box.argv(argv, svc.name) })
+  t.equal(code, 1)
+  t.match(output, new RegExp(`${theirs.replace(/\./g, '\\.')} \\(owner uid ${mallory.uid}, mode 0777\\) is owned by another user`))
+  t.same(box.run(['ls', '-A', theirs]).trim(), '', 'and nothing was made inside it')
 })
 
 t.test('the state directory stays the service\'s own: nobody else can enter it, take its lock, or take its name after a stop', { skip }, async (t) => {

@@ -28,6 +28,7 @@ t.test('defaults', async (t) => {
     maxConnections: 1024,
     idleTimeoutMs: 30_000,
     requestTimeoutMs: 300_000,
+    headersTimeoutMs: 10_000,
     reserve: true,
     poolBytes: 256 * 2 ** 20,
     poolIdleMs: 60_000,

@@ -5,7 +5,8 @@ import type { FastifyInstance } from 'fastify'
 import { readdirSync, statSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { build, checkNoLeftovers, post, stateDir, suitePrefix } from './helpers/build.js'
-import { poll } from './helpers/server.js'
+import { api } from './helpers/e2e.js'
+import { poll, startService } from './helpers/server.js'
 
 const prefix = suitePrefix('hard')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600', TENSORSHM_POOL_BYTES: '0' }
@@ -120,6 +121,37 @@ t.test('a request that trickles in is cut after TENSORSHM_REQUEST_TIMEOUT, howev
   const answer = await Promise.race([closed, new Promise<string>((resolve) => setTimeout(() => resolve('still open after 20 s'), 20_000))])
   clearInterval(drip)
   t.match(answer, /^HTTP\/1\.1 408 /)
+})
+
+t.test('headers that trickle in are cut after TENSORSHM_HEADERS_TIMEOUT: slow clients cannot hold every connection slot', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_HEADERS_TIMEOUT: '1' })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const { socket, closed } = await raw(t, url)
+  socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n')
+  const drip = setInterval(() => { if (!socket.destroyed) socket.write('X') }, 100)
+  t.teardown(() => { clearInterval(drip) })
+  const answer = await Promise.race([closed, new Promise<string>((resolve) => setTimeout(() => resolve('still open after 20 s'), 20_000))])
+  clearInterval(drip)
+  t.match(answer, /^HTTP\/1\.1 408 /)
+})
+
+t.test('releasing thousands of segments at once opens only a few files at a time, whatever the open-file limit', async (t) => {
+  const state = stateDir(t)
+  // 512 descriptors for the whole process, as on a host with a low limit: 1200 segments go into the pool at once.
+  const svc = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: state }, { wrap: (argv) => ['prlimit', '--nofile=512:512', '--', ...argv] })
+  for (const ns of ['mass/a', 'mass/b']) {
+    const r = await api(svc.url, 'POST', '/v1/segments', { namespace: ns, tensors: { k: Array.from({ length: 600 }, () => ({ shape: [0], dtype: 'uint8' })) } })
+    t.equal(r.status, 201)
+  }
+  t.same((await api(svc.url, 'DELETE', '/v1/segments?namespace=mass')).body, { released: 1200 })
+  await poll('the kept segments zeroed', async () => {
+    const stats = (await api(svc.url, 'GET', '/v1/stats')).body as { pool: { segments: number } }
+    if (stats.pool.segments === 0) throw new Error('nothing kept')
+  }, { timeoutMs: 10_000, intervalMs: 100 })
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal((await api(svc.url, 'GET', '/healthz')).status, 200, 'still alive')
+  t.equal(await svc.stop(), 0)
+  t.match(svc.log(), /segments released at shutdown/)
 })
 
 t.test('connections past TENSORSHM_MAX_CONNECTIONS are closed on arrival', async (t) => {

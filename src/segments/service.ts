@@ -277,9 +277,14 @@ export class SegmentService extends EventEmitter<Events> {
     await this.#files.drain()
   }
 
+  /** Throws while the service is closing: nothing new is started then. */
+  assertOpen (): void {
+    if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
+  }
+
   /** Ready when not closing and /dev/shm answers. */
   assertReady (): void {
-    if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
+    this.assertOpen()
     capacity()
   }
 

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import app, { serverOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
+import { errorInfo } from '../../src/errors.js'
+import { documentedErrors } from '../../routes/error-responses.js'
 import { Journal } from '../../src/journal/journal.js'
 import { StateDir } from '../../src/journal/state-dir.js'
 
@@ -22,10 +24,21 @@ export function shmFiles (prefix: string): string[] {
   return readdirSync('/dev/shm').filter((f) => f.startsWith(prefix)).sort()
 }
 
-/** Registers the app the way server.ts does, ready, closed on teardown. */
+/**
+ * Registers the app the way server.ts does, ready, closed on teardown. Every error it answers in any suite is
+ * checked against the codes its route documents: an undocumented one fails the test that met it.
+ */
 export async function build (t: Test, env: Record<string, string> = {}): Promise<FastifyInstance> {
   const config = loadConfig({ TENSORSHM_LOG_LEVEL: 'silent', TENSORSHM_STATE_DIR: stateDir(t), ...env })
   const fastify = Fastify(serverOptions(config))
+  fastify.addHook('onSend', async (request, reply, payload) => {
+    const response = (request.routeOptions.schema as { response?: Record<number, unknown> } | undefined)?.response
+    if (reply.statusCode < 400 || request.routeOptions.url === undefined || response === undefined || typeof payload !== 'string') return payload
+    const code = (JSON.parse(payload) as { code?: string }).code ?? ''
+    const documented = documentedErrors(response).map((n) => errorInfo(n).code)
+    if (!documented.includes(code)) t.fail(`${request.method} ${request.routeOptions.url} answered ${reply.statusCode} ${code}, which its OpenAPI entry does not document (${documented.join(', ')})`)
+    return payload
+  })
   await fastify.register(app, { config })
   await fastify.ready()
   t.teardown(() => fastify.close())

@@ -14,11 +14,15 @@ declare module 'fastify' {
 export default fp(async (fastify) => {
   const { config, log } = fastify
   const dir = StateDir.open(config.stateDir, process.geteuid?.() ?? 0)
+  for (const moved of dir.movedAside) log.warn({ moved }, 'another user had put something where the state directory goes; moved it aside')
   const journal = Journal.open(dir, config.segmentPrefix, (err, what) => { log.warn({ err, what }, 'the journal could not be written') })
   const service = new SegmentService(config, log, journal)
   const sweeper = new Sweeper(service, config.segmentPrefix, log)
   fastify.decorate('segments', service)
   fastify.decorate('sweeper', sweeper)
+
+  // While closing, every request but liveness is refused in this API's format (Fastify's own 503 has no code).
+  fastify.addHook('onRequest', async (request) => { if (request.url !== '/healthz') service.assertOpen() })
 
   // After every plugin has subscribed to the service's events, so that what recovery drops is counted.
   fastify.addHook('onReady', async () => {
