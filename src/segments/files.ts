@@ -29,6 +29,11 @@ export class SegmentFiles {
     this.journal.intend(names)
   }
 
+  /** Files in limbo that are gone for good (unlinked, or taken into a live segment). */
+  settled (names: string[]): void {
+    this.journal.settled(...names)
+  }
+
   /** A fresh segment under a name already intended. */
   async create (name: string, size: number): Promise<shm.Identity> {
     return await createSegment(name, { ...this.options, size })

@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events'
-import { isSysError } from '../../native/sys-error.js'
 import { probe, unlinkQuietly } from '../../native/segment-file.js'
 import { capacity, close as closeFd, openFileLimit } from '../../native/shm.js'
 import { OPERATOR, ownerOf, sees, type Caller } from './caller.js'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
 import { ASYNC_UNLINK_BYTES, SegmentFiles } from './files.js'
+import { Allocator, Refused } from './allocator.js'
 import { Handles, type Handle } from './handles.js'
 import type { Journal } from '../journal/journal.js'
 import { expiry } from './lease.js'
@@ -13,7 +13,7 @@ import type { Logger } from './logger.js'
 import { checkSegmentName, newSegmentName } from './names.js'
 import { namespaceRoot } from './namespace.js'
 import { Owners } from './owners.js'
-import { overQuota, plan, type CreateRequest, type Planned, type QuotaReason } from './plan.js'
+import { plan, type CreateRequest, type QuotaReason } from './plan.js'
 import { SegmentPool, type PoolFigures } from './pool.js'
 import { pagesOf, SegmentRegistry, type SegmentRecord } from './registry.js'
 
@@ -61,8 +61,7 @@ export class SegmentService extends EventEmitter<Events> {
   readonly #owners: Owners
   /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
   readonly #pending = new Set<string>()
-  #pendingCount = 0
-  #pendingPages = 0
+  readonly #allocator: Allocator
   readonly #pageSize: number
   readonly #newName: () => string
   #closing = false
@@ -85,6 +84,7 @@ export class SegmentService extends EventEmitter<Events> {
     const limit = openFileLimit()
     this.#handles = new Handles(Math.max(1, Math.min(config.maxOpenSegments, limit === undefined ? Infinity : Math.floor(limit / 2))))
     this.#owners = new Owners(journal, (root) => this.#registry.holdsRoot(root))
+    this.#allocator = new Allocator(config, this.#registry, this.#pool, files, this.#handles, this.#pageSize)
     journal.attach({ records: () => this.#registry.values(), owners: () => this.#owners.snapshot() })
   }
 
@@ -128,8 +128,7 @@ export class SegmentService extends EventEmitter<Events> {
     // Another key's root is 403 before anything else is said about the request.
     this.#owners.acquire(namespace, owner)
     const keys = Object.keys(request.tensors)
-    const names: string[] = []
-    const made: SegmentRecord[] = []
+    let made: SegmentRecord[] = []
     let reserved = false
     try {
       const planned = plan(request, this.config.maxSegmentBytes)
@@ -138,26 +137,18 @@ export class SegmentService extends EventEmitter<Events> {
           throw new errors.DuplicateKey(`tensors.${key}: the key is already registered in namespace "${namespace}"`)
         }
       }
-      const pages = planned.reduce((n, p) => n + pagesOf(p.size, this.#pageSize), 0)
-      this.#checkQuota(planned.length, pages, namespace)
       for (const key of keys) this.#pending.add(`${namespace}\0${key}`)
       reserved = true
-      this.#pendingCount += planned.length
-      this.#pendingPages += pages
+      made = await this.#allocator.allocate(planned, namespace, request.ttl_seconds ?? this.config.defaultTtl, owner)
       try {
-        for (let i = 0; i < planned.length; i++) names.push(this.#newName())
-        this.#files.intend(names)
-        const ttl = request.ttl_seconds ?? this.config.defaultTtl
-        for (const [i, item] of planned.entries()) made.push(await this.#createOne(names, i, namespace, item, ttl, owner))
         this.journal.created(made)
-      } finally {
-        this.#pendingCount -= planned.length
-        this.#pendingPages -= pages
+      } catch (err) {
+        for (const r of made) unlinkQuietly(r.name)
+        throw err
       }
       for (const r of made) this.#registry.add(r)
     } catch (err) {
-      for (const r of made) unlinkQuietly(r.name)
-      this.journal.settled(...names)
+      if (err instanceof Refused) { this.emit('rejected', err.reason); throw err.error }
       // ENOSPC from libc or from the journal's write: /dev/shm is full (answered as 507 by the error registry).
       if ((err as NodeJS.ErrnoException).code === 'ENOSPC') this.emit('rejected', 'capacity')
       throw err
@@ -324,63 +315,6 @@ export class SegmentService extends EventEmitter<Events> {
 
   #closeJournal (): void {
     this.journal.close(this.#registry.count === 0 && this.journal.limbo.size === 0)
-  }
-
-  #checkQuota (count: number, pages: number, namespace: string): void {
-    const usage = () => {
-      const pool = this.#pool.figures()
-      return {
-        segments: this.#registry.count + this.#pendingCount + pool.segments,
-        pages: this.#registry.pages + this.#pendingPages + pool.pages + this.#handles.heldPages + this.#files.unlinkingPages,
-        inNamespace: this.#registry.countIn(namespace),
-        free: capacity().free - this.#pendingPages
-      }
-    }
-    let over = overQuota(count, pages, namespace, usage(), this.config)
-    if (over !== undefined && over.reason !== 'namespace_segments') {
-      // Kept segments are ours to give back: make room with them before refusing anyone.
-      const u = usage()
-      this.#pool.evict(u.pages + pages - (this.config.maxTotalBytes || Infinity), u.segments + count - this.config.maxSegments)
-      if (over.reason === 'capacity') this.#pool.evict(pages - u.free, 0)
-      over = overQuota(count, pages, namespace, usage(), this.config)
-    }
-    if (over === undefined) return
-    this.emit('rejected', over.reason)
-    throw over.error
-  }
-
-  async #createOne (names: string[], i: number, namespace: string, { key, index, spec, size }: Planned, ttl: number, owner: string | null): Promise<SegmentRecord> {
-    for (let attempt = 0; ; attempt++) {
-      const name = names[i] as string
-      try {
-        const id = (attempt === 0 ? await this.#fromPool(owner, namespace, size, name) : undefined) ?? await this.#files.create(name, size)
-        const createdAt = Date.now()
-        return { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
-      } catch (err) {
-        // 64 random bits collide only with a file someone placed on purpose: draw again, a few times.
-        if (!isSysError(err, 'EEXIST') || attempt >= 3) throw err
-        names[i] = this.#newName()
-        this.#files.intend([names[i] as string])
-      }
-    }
-  }
-
-  /** A kept segment of this owner, root and size, renamed to `name`; undefined when there is none to reuse. */
-  async #fromPool (owner: string | null, namespace: string, size: number, name: string): Promise<{ ino: bigint, dev: bigint } | undefined> {
-    const entry = await this.#pool.take(owner, namespace, size)
-    if (entry === undefined) return undefined
-    const found = probe(entry.name, this.#files.expected(entry))
-    if (found.kind === 'ours') closeFd(found.fd)
-    // A file someone linked elsewhere or truncated could show the next user's data, or fault: not reused.
-    if (found.kind !== 'ours' || found.stat.nlink !== 1 || found.stat.size !== size) { this.#files.discard(entry.name, entry, entry.size); return undefined }
-    try {
-      this.#files.rename(entry.name, name)
-    } catch (err) {
-      this.#files.discard(entry.name, entry, entry.size)
-      throw err
-    }
-    this.journal.settled(entry.name)
-    return { ino: entry.ino, dev: entry.dev }
   }
 
   /**
