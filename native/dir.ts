@@ -2,11 +2,6 @@ import * as libc from './libc.js'
 import { SysError } from './sys-error.js'
 import { stat, type Stat } from './shm.js'
 
-function check (syscall: string, rc: number): number {
-  if (rc === -1) throw new SysError(syscall, libc.errno())
-  return rc
-}
-
 const DIR_FLAGS = libc.O_RDONLY | libc.O_DIRECTORY | libc.O_NOFOLLOW | libc.O_CLOEXEC
 
 export interface Component {
@@ -28,7 +23,7 @@ export function openDirPath (path: string, create: boolean, checkComponent: (c: 
   if (!path.startsWith('/')) throw new SysError('openat', 22 /* EINVAL */)
   const parts = path.split('/').filter((p) => p !== '' && p !== '.')
   if (parts.includes('..')) throw new SysError('openat', 22 /* EINVAL */)
-  let fd = check('openat', libc.openat(libc.AT_FDCWD, '/', DIR_FLAGS, 0))
+  let fd = libc.checked('openat', libc.openat(libc.AT_FDCWD, '/', DIR_FLAGS, 0))
   let parent = -1
   let here = ''
   try {
@@ -68,7 +63,7 @@ const FILE_FLAGS: Record<FileMode, number> = {
 /** Opens `name` inside the directory `dirfd`, never through a symlink and never blocking on a FIFO. */
 export function openFileAt (dirfd: number, name: string, mode: FileMode): { fd: number, stat: Stat } {
   if (name.includes('/')) throw new SysError('openat', 22 /* EINVAL */)
-  const fd = check(`openat ${name}`, libc.openat(dirfd, name, FILE_FLAGS[mode] | libc.O_NOFOLLOW | libc.O_NONBLOCK | libc.O_CLOEXEC, 0o600))
+  const fd = libc.checked(`openat ${name}`, libc.openat(dirfd, name, FILE_FLAGS[mode] | libc.O_NOFOLLOW | libc.O_NONBLOCK | libc.O_CLOEXEC, 0o600))
   try {
     return { fd, stat: stat(fd) }
   } catch (err) {
@@ -79,7 +74,7 @@ export function openFileAt (dirfd: number, name: string, mode: FileMode): { fd: 
 
 /** Replaces `to` with `from`, both inside `dirfd`, atomically. */
 export function renameAt (dirfd: number, from: string, to: string): void {
-  check(`renameat ${from}`, libc.renameat2(dirfd, from, dirfd, to, 0))
+  libc.checked(`renameat ${from}`, libc.renameat2(dirfd, from, dirfd, to, 0))
 }
 
 /** Unlinks a file (or, with `dir`, removes an empty directory) inside `dirfd`; a missing one is not an error. */
@@ -91,10 +86,10 @@ export function unlinkAt (dirfd: number, name: string, dir = false): boolean {
 }
 
 export function closeFd (fd: number): void {
-  check('close', libc.close(fd))
+  libc.checked('close', libc.close(fd))
 }
 
 /** Renames `from` to `to` (absolute paths, the same directory) without following either, never over a file. */
 export function renameAside (from: string, to: string): void {
-  check(`renameat2 ${from}`, libc.renameat2(libc.AT_FDCWD, from, libc.AT_FDCWD, to, libc.RENAME_NOREPLACE))
+  libc.checked(`renameat2 ${from}`, libc.renameat2(libc.AT_FDCWD, from, libc.AT_FDCWD, to, libc.RENAME_NOREPLACE))
 }

@@ -2,6 +2,7 @@
 import koffi from 'koffi'
 import { constants } from 'node:fs'
 import { arch } from 'node:process'
+import { SysError } from './sys-error.js'
 
 const libc = koffi.load('libc.so.6')
 
@@ -71,6 +72,12 @@ export const mkdirat = libc.func('int mkdirat(int dirfd, const char *path, uint3
 export const unlinkat = libc.func('int unlinkat(int dirfd, const char *path, int flags)') as Fn<[number, string, number], number>
 
 export const errno = (): number => koffi.errno()
+
+/** A call's return value, or the SysError its errno names when it failed (-1). */
+export function checked (syscall: string, rc: number): number {
+  if (rc === -1) throw new SysError(syscall, errno())
+  return rc
+}
 
 // Flag values differ between ABIs (O_NOFOLLOW, O_DIRECTORY on arm): take them from Node, which has the host's.
 export const O_RDONLY = constants.O_RDONLY

@@ -24,11 +24,6 @@ export interface Stat {
 
 export interface Identity { ino: bigint, dev: bigint }
 
-function check (syscall: string, rc: number): number {
-  if (rc === -1) throw new SysError(syscall, libc.errno())
-  return rc
-}
-
 /** Refuses anything shm_open would treat as a path: the name is the caller's responsibility, but never blindly. */
 function shmPath (name: string): string {
   if (name.length === 0 || name.length > MAX_NAME_LENGTH || name.includes('/') || name.includes('\0') || name === '.' || name === '..') {
@@ -44,16 +39,16 @@ function shmPath (name: string): string {
 const SAFE = libc.O_NONBLOCK | libc.O_NOFOLLOW | libc.O_CLOEXEC
 
 export function open (name: string, writable: boolean): number {
-  return check('shm_open', libc.shm_open(shmPath(name), (writable ? libc.O_RDWR : libc.O_RDONLY) | SAFE, 0))
+  return libc.checked('shm_open', libc.shm_open(shmPath(name), (writable ? libc.O_RDWR : libc.O_RDONLY) | SAFE, 0))
 }
 
 /** O_CREAT|O_EXCL: never adopts a file that someone else created under the same name. */
 export function createExclusive (name: string, mode: number): number {
-  return check('shm_open', libc.shm_open(shmPath(name), libc.O_CREAT | libc.O_EXCL | libc.O_RDWR | SAFE, mode & 0o777))
+  return libc.checked('shm_open', libc.shm_open(shmPath(name), libc.O_CREAT | libc.O_EXCL | libc.O_RDWR | SAFE, mode & 0o777))
 }
 
 export function unlink (name: string): void {
-  check('shm_unlink', libc.shm_unlink(shmPath(name)))
+  libc.checked('shm_unlink', libc.shm_unlink(shmPath(name)))
 }
 
 /**
@@ -71,24 +66,24 @@ export async function unlinkAsync (name: string): Promise<void> {
 }
 
 export function close (fd: number): void {
-  check('close', libc.close(fd))
+  libc.checked('close', libc.close(fd))
 }
 
 export function truncate (fd: number, size: number): void {
-  check('ftruncate', libc.ftruncate(fd, size))
+  libc.checked('ftruncate', libc.ftruncate(fd, size))
 }
 
 export function chmod (fd: number, mode: number): void {
-  check('fchmod', libc.fchmod(fd, mode & 0o7777))
+  libc.checked('fchmod', libc.fchmod(fd, mode & 0o7777))
 }
 
 export function chown (fd: number, uid: number, gid: number): void {
-  check('fchown', libc.fchown(fd, uid, gid))
+  libc.checked('fchown', libc.fchown(fd, uid, gid))
 }
 
 export function stat (fd: number): Stat {
   const raw: Partial<libc.RawStat> = {}
-  check('fstat', libc.fstat(fd, raw))
+  libc.checked('fstat', libc.fstat(fd, raw))
   return {
     size: Number(raw.st_size),
     ino: BigInt(raw.st_ino ?? 0),
@@ -109,7 +104,7 @@ export function stat (fd: number): Stat {
 export function rename (from: string, to: string): void {
   shmPath(from)
   shmPath(to)
-  check('renameat2', libc.renameat2(libc.AT_FDCWD, `${SHM_DIR}/${from}`, libc.AT_FDCWD, `${SHM_DIR}/${to}`, libc.RENAME_NOREPLACE))
+  libc.checked('renameat2', libc.renameat2(libc.AT_FDCWD, `${SHM_DIR}/${from}`, libc.AT_FDCWD, `${SHM_DIR}/${to}`, libc.RENAME_NOREPLACE))
 }
 
 /**
@@ -138,7 +133,7 @@ export function capacity (): { total: number, free: number, pageSize: number } {
  * the lock when the holder dies, however it dies: no stale lock files, and it works across PID namespaces.
  */
 export function lockExclusive (fd: number): void {
-  check('flock', libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB))
+  libc.checked('flock', libc.flock(fd, libc.LOCK_EX | libc.LOCK_NB))
 }
 
 /** The soft limit on open files (RLIMIT_NOFILE) as the kernel reports it, or undefined where it cannot be read. */
