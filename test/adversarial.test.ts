@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import { closeSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { api } from './helpers/e2e.js'
 import { localUser, sandbox, sandboxUnavailable, type Sandbox } from './helpers/sandbox.js'
-import { poll, runService, startService, type Service } from './helpers/server.js'
+import { poll, runService, type Service, sleep, startService } from './helpers/server.js'
 
 const skip = sandboxUnavailable() ?? false
 
@@ -180,7 +180,7 @@ t.test('a full /dev/shm: a restart comes back and releases what expired', { skip
   const fd = openSync(`${box.shm}/filler`, 'w')
   try { for (const page = Buffer.alloc(4096); ;) writeSync(fd, page) } catch {} finally { closeSync(fd) }
   await kill(s)
-  await new Promise((resolve) => setTimeout(resolve, 1200))
+  await sleep(1200)
   const again = await start(t, box, { TENSORSHM_DEFAULT_TTL: '1', TENSORSHM_POOL_BYTES: '0' })
   t.same((await api(again.url, 'GET', '/v1/segments')).body, { segments: [] }, 'every expired segment was released at start')
   t.equal(await metric(again, 'tensorshm_releases_total{reason="expired"}'), made)
@@ -226,7 +226,7 @@ t.test('SIGKILL under a create/release load, again and again: every journaled se
     t.same(box.files(prefix).filter((f) => !listed.has(f)), [], `round ${round}: no file is left that the service does not know`)
     const until = Date.now() + 300 + Math.floor(Math.random() * 500)
     const workers = [0, 1, 2, 3, 4, 5, 6, 7].map(async (w) => { await load(s, until + 5000, w) })
-    await new Promise((resolve) => setTimeout(resolve, until - Date.now()))
+    await sleep(until - Date.now())
     await kill(s)
     await Promise.all(workers)
   }

@@ -1,7 +1,6 @@
 import t from 'tap'
-import { readdirSync } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
-import { build, checkNoLeftovers, suitePrefix } from './helpers/build.js'
+import { build, checkNoLeftovers, openFds, suitePrefix } from './helpers/build.js'
 import { NOS_STANDIN } from './helpers/nos.js'
 import { python } from './helpers/python.js'
 
@@ -18,21 +17,19 @@ async function segment (app: FastifyInstance, namespace: string): Promise<Descri
   return res.json().segments.x
 }
 
-const fdCount = (): number => readdirSync('/proc/self/fd').length
-
 /**
  * Counts calls to the real `segments.open` (it still opens the real file) and the most segment fds held at once;
  * every 256th open also counts /proc/self/fd, so a decode that opens thousands in one synchronous burst is seen.
  */
 function watchOpens (app: FastifyInstance): { calls: number, held: number, peakHeld: number, peakFds: number } {
-  const stats = { calls: 0, held: 0, peakHeld: 0, peakFds: fdCount() }
+  const stats = { calls: 0, held: 0, peakHeld: 0, peakFds: openFds() }
   const service = app.segments
   const open = service.open.bind(service)
   service.open = (record, writable) => {
     const handle = open(record, writable)
     stats.calls++
     stats.peakHeld = Math.max(stats.peakHeld, ++stats.held)
-    if (stats.calls % 256 === 1) stats.peakFds = Math.max(stats.peakFds, fdCount())
+    if (stats.calls % 256 === 1) stats.peakFds = Math.max(stats.peakFds, openFds())
     let closed = false
     return { ...handle, close: () => { if (!closed) { closed = true; stats.held-- } handle.close() } }
   }
@@ -47,11 +44,11 @@ async function settled (stats: { held: number }): Promise<number> {
 
 /** The highest /proc/self/fd count seen while `run` is in flight, sampled between its asynchronous steps. */
 async function peakFdsDuring<T> (run: () => Promise<T>): Promise<[T, number]> {
-  let peak = fdCount()
-  const timer = setInterval(() => { peak = Math.max(peak, fdCount()) }, 1)
+  let peak = openFds()
+  const timer = setInterval(() => { peak = Math.max(peak, openFds()) }, 1)
   try {
     const result = await run()
-    return [result, Math.max(peak, fdCount())]
+    return [result, Math.max(peak, openFds())]
   } finally {
     clearInterval(timer)
   }
@@ -73,13 +70,13 @@ t.test('per-key pickles that each name one segment 4096 times: refused by the de
   const body = await perKeyBodies(x, 5, 4096, false)
   t.ok(body.length < 64 * 1024, `a ${body.length}-byte body`)
   const opens = watchOpens(app)
-  const before = fdCount()
+  const before = openFds()
   const [r, peak] = await peakFdsDuring(() => app.inject({ method: 'POST', url: '/v1/decode', headers: PICKLE, payload: body }))
   t.equal(r.statusCode, 400, r.body.slice(0, 300))
   t.match(r.json(), { code: 'TSHM_LIMIT_EXCEEDED', message: /^k1\[0\]: more than 4096 descriptors in one request \(TENSORSHM_MAX_DESCRIPTORS\)$/ })
   t.equal(opens.calls, 0, 'refused before any segment was opened')
   t.ok(Math.max(peak, opens.peakFds) - before <= 8, `open fds went from ${before} to at most ${Math.max(peak, opens.peakFds)}`)
-  t.ok(fdCount() - before <= 8, 'and nothing stayed open')
+  t.ok(openFds() - before <= 8, 'and nothing stayed open')
   t.equal((await app.inject({ url: '/healthz' })).statusCode, 200)
 })
 
@@ -99,7 +96,7 @@ t.test('JSON, 3 keys x 4096 references to one segment: over the default cap; und
   const put = await raised.inject({ method: 'PUT', url: `/v1/segments/${y.name}/data`, headers: { 'content-type': 'application/octet-stream' }, payload: Buffer.from([1, 2, 3]) })
   t.equal(put.statusCode, 204)
   const counted = watchOpens(raised)
-  const before = fdCount()
+  const before = openFds()
   const [ok, peak] = await peakFdsDuring(() => raised.inject({ method: 'POST', url: '/v1/decode', payload: body(y) }))
   t.equal(ok.statusCode, 200, ok.statusCode === 200 ? '' : ok.body.slice(0, 300))
   const decoded = ok.json() as Record<string, Array<{ shape: number[], dtype: string, data: string }>>

@@ -11,7 +11,7 @@ import { npyHeader } from '../src/codecs/npy.js'
 import { OPERATOR } from '../src/segments/caller.js'
 import { documentedErrors } from '../routes/error-responses.js'
 import { build, checkNoLeftovers, create, suitePrefix } from './helpers/build.js'
-import { poll } from './helpers/server.js'
+import { poll, sleep } from './helpers/server.js'
 
 const prefix = suitePrefix('contract')
 const KEY_A = 'alpha-key-0123456789abcdef'
@@ -132,7 +132,7 @@ t.test('every documented error of every operation can be provoked', async (t) =>
   const pending = new Set(Object.keys(OPERATIONS))
   await poll('every operation shedding load', async () => {
     for (const until = Date.now() + 300; Date.now() < until;) { /* a handler hogging the event loop */ }
-    await new Promise((resolve) => setTimeout(resolve, 10))
+    await sleep(10)
     for (const op of [...pending]) {
       const res = await shedding.inject(OPERATIONS[op]?.(x) ?? {})
       if (res.statusCode === 503) { check(op, 'Overloaded', res); pending.delete(op) }

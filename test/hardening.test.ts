@@ -2,11 +2,11 @@
 // really cost, a released namespace root is free again, and stalled or trickling connections are cut.
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { readdirSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
-import { build, checkNoLeftovers, post, stateDir, suitePrefix } from './helpers/build.js'
+import { build, checkNoLeftovers, openFds, post, stateDir, suitePrefix } from './helpers/build.js'
 import { api } from './helpers/e2e.js'
-import { poll, startService } from './helpers/server.js'
+import { poll, sleep, startService } from './helpers/server.js'
 
 const prefix = suitePrefix('hard')
 const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_SWEEP_INTERVAL: '3600', TENSORSHM_POOL_BYTES: '0' }
@@ -14,7 +14,6 @@ const KEY_A = 'alpha-key-0123456789abcdef'
 const KEY_B = 'bravo-key-0123456789abcdef'
 
 const stats = async (app: FastifyInstance) => (await app.inject({ url: '/v1/stats' })).json()
-const fds = () => readdirSync('/proc/self/fd').length
 
 t.test('renewals are one journal line each, however many segments they cover; a restart still sees them', async (t) => {
   const dir = stateDir(t)
@@ -107,12 +106,12 @@ t.test('a stalled upload is cut after TENSORSHM_IDLE_TIMEOUT and gives its descr
   const app = await build(t, { ...env, TENSORSHM_IDLE_TIMEOUT: '0.5' })
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   const name = (await post(app, 'stall/a', { x: { shape: [1 << 20], dtype: 'uint8' } })).json().segments.x.name as string
-  const before = fds()
+  const before = openFds()
   const { socket, closed } = await raw(t, url)
   socket.write(`PUT /v1/segments/${name}/data HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${1 << 20}\r\n\r\n`)
   socket.write(Buffer.alloc(1000))
   t.not(await closed, STILL_OPEN, 'closed')
-  await poll('the descriptors given back', async () => { if (fds() > before) throw new Error(`${fds()} fds, ${before} before`) }, { timeoutMs: 5000, intervalMs: 50 })
+  await poll('the descriptors given back', async () => { if (openFds() > before) throw new Error(`${openFds()} fds, ${before} before`) }, { timeoutMs: 5000, intervalMs: 50 })
   await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=stall' })
 })
 
@@ -153,7 +152,7 @@ t.test('releasing thousands of segments at once opens only a few files at a time
     const stats = (await api(svc.url, 'GET', '/v1/stats')).body as { pool: { segments: number } }
     if (stats.pool.segments === 0) throw new Error('nothing kept')
   }, { timeoutMs: 10_000, intervalMs: 100 })
-  await new Promise((resolve) => setTimeout(resolve, 500))
+  await sleep(500)
   t.equal((await api(svc.url, 'GET', '/healthz')).status, 200, 'still alive')
   t.equal(await svc.stop(), 0)
   t.match(svc.log(), /segments released at shutdown/)

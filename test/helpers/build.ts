@@ -74,6 +74,9 @@ export function openJournal (t: Test, prefix: string): Journal {
   return journal
 }
 
+/** Descriptors this process has open now. */
+export const openFds = (): number => readdirSync('/proc/self/fd').length
+
 /** The last subtest of every suite: nothing with its prefix may remain on /dev/shm. */
 export function checkNoLeftovers (t: Test, prefix: string): void {
   t.test(`leaves no ${prefix}* file in /dev/shm`, async (t) => {
