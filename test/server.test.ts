@@ -1,4 +1,6 @@
 import t from 'tap'
+import { existsSync } from 'node:fs'
+import { defaultStateDir } from '../src/config.js'
 import { checkNoLeftovers, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
 import { poll, runService, startService } from './helpers/server.js'
 
@@ -37,6 +39,7 @@ t.test('a second signal (npm start forwards the one it got) still leaves nothing
   await reader.cancel().catch(() => {})
   t.match(server.log(), /releasing synchronously/)
   t.same(shmFiles(prefix), [], 'live and pooled segments all gone')
+  t.notOk(existsSync(defaultStateDir(prefix)), 'and the journal with them: nothing was left to remember')
 })
 
 t.test('an uncaught error exits without releasing anything: the next start recovers every segment', async (t) => {

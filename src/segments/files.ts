@@ -97,11 +97,12 @@ export class SegmentFiles {
 
   /** For a process about to exit: whatever is still being unlinked goes now, on this thread. */
   drainNow (): void {
-    for (const name of [...this.#unlinking.keys()]) unlinkQuietly(name)
+    for (const name of [...this.#unlinking.keys()]) this.dropNow(name)
   }
 
   /** Unlinks a name without checking (a spare this process is making): only for an exit that cannot wait. */
   dropNow (name: string): void {
     unlinkQuietly(name)
+    this.journal.settled(name)
   }
 }
