@@ -89,7 +89,18 @@ export function closeFd (fd: number): void {
   libc.checked('close', libc.close(fd))
 }
 
-/** Renames `from` to `to` (absolute paths, the same directory) without following either, never over a file. */
-export function renameAside (from: string, to: string): void {
-  libc.checked(`renameat2 ${from}`, libc.renameat2(libc.AT_FDCWD, from, libc.AT_FDCWD, to, libc.RENAME_NOREPLACE))
+/**
+ * Puts a fresh, empty 0700 directory of ours under `path` in one step, whatever is there now: it is made under
+ * `aside` and exchanged with `path` (RENAME_EXCHANGE), so the name is never free for someone else to take in
+ * between. What was at `path` ends up at `aside`, not followed, entered or removed.
+ */
+export function exchangeForNewDir (path: string, aside: string): void {
+  libc.checked(`mkdirat ${aside}`, libc.mkdirat(libc.AT_FDCWD, aside, 0o700))
+  if (libc.renameat2(libc.AT_FDCWD, aside, libc.AT_FDCWD, path, libc.RENAME_EXCHANGE) === 0) return
+  let errno = libc.errno()
+  // Gone meanwhile: the name is free, and taking it must not replace whatever appears there first.
+  if (errno === 2 /* ENOENT */ && libc.renameat2(libc.AT_FDCWD, aside, libc.AT_FDCWD, path, libc.RENAME_NOREPLACE) === 0) return
+  errno = libc.errno()
+  libc.unlinkat(libc.AT_FDCWD, aside, libc.AT_REMOVEDIR)
+  throw new SysError(`renameat2 ${path}`, errno)
 }

@@ -97,5 +97,6 @@ export const S_IFDIR = constants.S_IFDIR
 export const AT_FDCWD = -100
 export const AT_REMOVEDIR = 0x200
 export const RENAME_NOREPLACE = 1
+export const RENAME_EXCHANGE = 2
 export const LOCK_EX = 2
 export const LOCK_NB = 4

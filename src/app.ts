@@ -1,10 +1,11 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { ServerOptions } from 'node:http'
+import { openFileLimit } from '../native/shm.js'
 import type { Config } from './config.js'
 import { formatSchemaErrors } from './http/schema-errors.js'
 import config from './plugins/app/settings.js'
-import errors, { sendError } from './plugins/app/error-handler.js'
+import errors, { sendClientError, sendError } from './plugins/app/error-handler.js'
 import segments from './plugins/app/segment-service.js'
 import swagger from './plugins/external/swagger.js'
 import health from '../routes/health.js'
@@ -16,6 +17,12 @@ import loadShedding from './plugins/app/load-shedding.js'
 
 export interface AppOptions { config: Config }
 
+/** A quarter of the process's descriptors at most: segment files take up to half, the rest is the runtime's. */
+function maxConnections (configured: number): number {
+  const limit = openFileLimit()
+  return Math.max(1, Math.min(configured, limit === undefined ? Infinity : Math.floor(limit / 4)))
+}
+
 /** Server options that belong with the app: the tests build the same instance that production runs. */
 export function serverOptions (config: Config): FastifyServerOptions & { http: ServerOptions } {
   return {
@@ -26,6 +33,8 @@ export function serverOptions (config: Config): FastifyServerOptions & { http: S
     // A silent connection (a stalled upload, a download nobody reads) is closed: it would pin an fd and the
     // pages of a released segment. A request must arrive whole in time, however slowly it trickles.
     connectionTimeout: config.idleTimeoutMs,
+    // A kept-alive connection between requests is silent too.
+    keepAliveTimeout: config.idleTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     // Node checks request deadlines on this interval (30 s unless told): often enough to hold the one configured.
     http: { connectionsCheckingInterval: Math.max(100, Math.min(config.headersTimeoutMs / 4, 5000)), headersTimeout: config.headersTimeoutMs },
@@ -34,6 +43,8 @@ export function serverOptions (config: Config): FastifyServerOptions & { http: S
     schemaErrorFormatter: formatSchemaErrors,
     // Malformed URLs and absurdly long names never reach a route; they still answer in this API's format.
     frameworkErrors: sendError,
+    // Neither does what the HTTP parser refuses (a bad request line, oversized headers, a timeout).
+    clientErrorHandler: sendClientError,
     ajv: {
       // A dim of "3" or true is a client bug to report, not a value to coerce; unknown fields are refused, not dropped.
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false }
@@ -45,7 +56,7 @@ export function serverOptions (config: Config): FastifyServerOptions & { http: S
 async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   // JSON and the types each route declares; text/plain is not an encoding of anything this API reads.
   fastify.removeContentTypeParser('text/plain')
-  fastify.server.maxConnections = opts.config.maxConnections
+  fastify.server.maxConnections = maxConnections(opts.config.maxConnections)
   await fastify.register(config, { config: opts.config })
   await fastify.register(errors)
   await fastify.register(loadShedding)

@@ -22,9 +22,11 @@ const table = {
   DuplicateKey: ['TSHM_DUPLICATE_KEY', 409, 'The key is already registered in the namespace.'],
   SegmentTruncated: ['TSHM_SEGMENT_TRUNCATED', 409, 'The segment\'s file is shorter than its tensor: someone truncated it.'],
   SegmentGone: ['TSHM_SEGMENT_GONE', 410, 'The segment\'s file was unlinked (or replaced) behind the service\'s back; the registry has forgotten it.'],
+  RequestTimeout: ['TSHM_REQUEST_TIMEOUT', 408, 'The request did not arrive whole in time (TENSORSHM_HEADERS_TIMEOUT, TENSORSHM_REQUEST_TIMEOUT); the connection is closed.'],
   LengthRequired: ['TSHM_LENGTH_REQUIRED', 411, 'Tensor uploads need a Content-Length.'],
   BodyTooLarge: ['TSHM_BODY_TOO_LARGE', 413, 'The request body is larger than allowed.'],
   UnsupportedMediaType: ['TSHM_UNSUPPORTED_MEDIA_TYPE', 415, 'The Content-Type is not one this route reads.'],
+  HeadersTooLarge: ['TSHM_HEADERS_TOO_LARGE', 431, 'The request line or headers are larger than the HTTP parser accepts; the connection is closed.'],
   SpecMismatch: ['TSHM_SPEC_MISMATCH', 422, 'A shape or dtype disagrees with the segment\'s registered spec.'],
   PickleRefused: ['TSHM_PICKLE_REFUSED', 422, 'The pickle names a global other than nos.common.shm.SharedMemoryNumpyObject and plain data.'],
   QuotaExceeded: ['TSHM_QUOTA_EXCEEDED', 507, 'The request would pass TENSORSHM_MAX_TOTAL_BYTES or the per-namespace segment limit.'],
@@ -67,6 +69,16 @@ const fromFastify: Record<string, (message: string) => FastifyError> = {
   FST_ERR_BAD_URL: () => new errors.InvalidRequest('url: a path component is not valid percent-encoded UTF-8'),
   FST_ERR_MAX_PARAM_LENGTH: () => new errors.InvalidName('name: the segment name is far longer than any name this service makes')
 }
+
+/** What Node's HTTP parser refuses before any route sees the request, by its error code; anything else is a 400. */
+const fromParser: Record<string, () => FastifyError> = {
+  ERR_HTTP_REQUEST_TIMEOUT: () => new errors.RequestTimeout('request: it did not arrive whole in time'),
+  HPE_HEADER_OVERFLOW: () => new errors.HeadersTooLarge('headers: larger than the HTTP parser accepts')
+}
+
+/** A malformed or late request, answered before routing (the socket is closed after it). */
+export const clientError = (err: NodeJS.ErrnoException): FastifyError =>
+  fromParser[err.code ?? '']?.() ?? new errors.InvalidRequest(`request: not valid HTTP/1.1 (${err.code ?? 'parse error'})`)
 
 /** libc failures a request can meet, by errno. */
 const fromErrno: Record<string, () => FastifyError> = {

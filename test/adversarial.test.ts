@@ -2,6 +2,7 @@
 // the state directory, and the service gets SIGKILLed at the worst moments. Everything here runs in a private
 // /dev/shm (a mount namespace of its own), so that a failure cannot touch the machine's.
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
 import { closeSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs'
 import { api } from './helpers/e2e.js'
 import { localUser, sandbox, sandboxUnavailable, type Sandbox } from './helpers/sandbox.js'
@@ -62,6 +63,25 @@ t.test('a service that cannot move a squatter aside (not root) stops the start, 
   t.equal(code, 1)
   t.match(output, new RegExp(`${theirs.replace(/\./g, '\\.')} \\(owner uid ${mallory.uid}, mode 0777\\) is owned by another user`))
   t.same(box.run(['ls', '-A', theirs]).trim(), '', 'and nothing was made inside it')
+})
+
+t.test('a squatter re-creating the name in a loop cannot win the race: the swap leaves no moment the name is free', { skip }, async (t) => {
+  const box = await sandbox(t)
+  const mallory = localUser(t)
+  const name = `/dev/shm/.tensorshm-${uid}`
+  const squat = `import os\nwhile True:\n  for make in (lambda: os.mkdir('${name}', 0o777), lambda: os.symlink('/dev/shm', '${name}'), lambda: os.mkfifo('${name}')):\n    try: make()\n    except OSError: pass`
+  const [bin, ...args] = box.argv(['python3', '-c', squat], mallory.name)
+  const loop = spawn(bin as string, args, { stdio: 'ignore' })
+  t.teardown(() => { loop.kill('SIGKILL') })
+  for (let trial = 0; trial < 5; trial++) {
+    box.run(['rm', '-rf', name]) // a reboot's worth of /dev/shm, for the squatter to grab again at once
+    const s = await start(t, box)
+    t.equal((await api(s.url, 'GET', '/healthz')).status, 200, `start ${trial} came up`)
+    t.equal(await stop(s), 0)
+  }
+  loop.kill('SIGKILL')
+  const own = statSync(`${box.shm}/.tensorshm-${uid}`)
+  t.same([own.uid, own.mode & 0o7777], [uid, 0o700])
 })
 
 t.test('the state directory stays the service\'s own: nobody else can enter it, take its lock, or take its name after a stop', { skip }, async (t) => {

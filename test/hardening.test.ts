@@ -2,9 +2,9 @@
 // really cost, a released namespace root is free again, and stalled or trickling connections are cut.
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { statSync } from 'node:fs'
+import { closeSync, openSync, statSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
-import { build, checkNoLeftovers, openFds, post, stateDir, suitePrefix } from './helpers/build.js'
+import { build, checkNoLeftovers, create, openFds, post, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
 import { api } from './helpers/e2e.js'
 import { poll, sleep, startService } from './helpers/server.js'
 
@@ -124,7 +124,7 @@ t.test('a request that trickles in is cut after TENSORSHM_REQUEST_TIMEOUT, howev
   t.teardown(() => { clearInterval(drip) })
   const answer = await closed
   clearInterval(drip)
-  t.match(answer, /^HTTP\/1\.1 408 /)
+  t.match(answer, /^HTTP\/1\.1 408 [\s\S]*\r\n\r\n\{"statusCode":408,"code":"TSHM_REQUEST_TIMEOUT"/, 'in this API\'s format')
 })
 
 t.test('headers that trickle in are cut after TENSORSHM_HEADERS_TIMEOUT: slow clients cannot hold every connection slot', async (t) => {
@@ -136,7 +136,7 @@ t.test('headers that trickle in are cut after TENSORSHM_HEADERS_TIMEOUT: slow cl
   t.teardown(() => { clearInterval(drip) })
   const answer = await closed
   clearInterval(drip)
-  t.match(answer, /^HTTP\/1\.1 408 /)
+  t.match(answer, /^HTTP\/1\.1 408 [\s\S]*\r\n\r\n\{"statusCode":408,"code":"TSHM_REQUEST_TIMEOUT"/, 'in this API\'s format')
 })
 
 t.test('releasing thousands of segments at once opens only a few files at a time, whatever the open-file limit', async (t) => {
@@ -156,6 +156,65 @@ t.test('releasing thousands of segments at once opens only a few files at a time
   t.equal((await api(svc.url, 'GET', '/healthz')).status, 200, 'still alive')
   t.equal(await svc.stop(), 0)
   t.match(svc.log(), /segments released at shutdown/)
+})
+
+t.test('a kept-alive connection is silent too: it goes after TENSORSHM_IDLE_TIMEOUT, not Node\'s 72 s', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_IDLE_TIMEOUT: '0.5' })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const { socket, closed } = await raw(t, url)
+  socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n')
+  const answer = await closed
+  t.match(answer, /^HTTP\/1\.1 200 /, 'answered, then closed once silent')
+})
+
+t.test('what the HTTP parser refuses is answered in this API\'s format too', async (t) => {
+  const app = await build(t, env)
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const cases: Array<[string, RegExp]> = [
+    ['NOT HTTP AT ALL\r\n\r\n', /^HTTP\/1\.1 400 [\s\S]*"code":"TSHM_INVALID_REQUEST"/],
+    [`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, /^HTTP\/1\.1 431 [\s\S]*"code":"TSHM_HEADERS_TOO_LARGE"/],
+    ['POST /v1/segments HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello', /^HTTP\/1\.1 400 [\s\S]*"code":"TSHM_INVALID_REQUEST"/]
+  ]
+  for (const [request, expected] of cases) {
+    const { socket, closed } = await raw(t, url)
+    socket.write(request)
+    t.match(await closed, expected, request.slice(0, 40))
+  }
+})
+
+t.test('connections are capped by the open-file limit too, so that segments and sockets never run out together', async (t) => {
+  // 256 descriptors: at most 64 connections (a quarter), whatever TENSORSHM_MAX_CONNECTIONS says.
+  const svc = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: stateDir(t) }, { wrap: (argv) => ['prlimit', '--nofile=256:256', '--', ...argv] })
+  const sockets = await Promise.all(Array.from({ length: 100 }, async () => await raw(t, svc.url)))
+  const outcomes = await Promise.all(sockets.map(async ({ closed }) => await Promise.race([closed.then(() => 'closed'), sleep(2000).then(() => 'open')])))
+  // The start's own /healthz check may still hold one of the 64.
+  const open = outcomes.filter((o) => o === 'open').length
+  t.ok(open >= 60 && open <= 64, `${open} of 100 kept, the rest closed on arrival`)
+  for (const { socket } of sockets) socket.destroy()
+})
+
+t.test('a release that cannot even look at its file (no descriptor free) leaves it in limbo, counted, for the next sweep', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_MAX_TOTAL_BYTES: '1MiB' })
+  await app.sweeper.sweep() // the one at start, out of the way: only the sweep below may retry
+  const name = (await create(app, 'nofd/a', { x: { shape: [768, 1024], dtype: 'uint8' } })).x?.name ?? ''
+  // Every descriptor of this process taken: the release's open() fails with EMFILE, as under an fd flood.
+  const taken: number[] = []
+  try {
+    for (;;) taken.push(openSync('/dev/null', 'r'))
+  } catch {}
+  let released
+  try {
+    released = await app.inject({ method: 'DELETE', url: `/v1/segments/${name}` })
+  } finally {
+    for (const fd of taken) closeSync(fd)
+  }
+  t.equal(released.statusCode, 204)
+  t.ok(shmFiles(prefix).includes(name), 'the file could not be checked, so it is still there')
+  t.equal((await stats(app)).released_held_bytes, 768 * 1024, 'and counted against the quota meanwhile')
+  t.equal((await post(app, 'nofd/b', { x: { shape: [768, 1024], dtype: 'uint8' } })).statusCode, 507)
+  await app.sweeper.sweep()
+  t.notOk(shmFiles(prefix).includes(name), 'the next sweep unlinks it')
+  t.equal((await stats(app)).released_held_bytes, 0)
 })
 
 t.test('connections past TENSORSHM_MAX_CONNECTIONS are closed on arrival', async (t) => {

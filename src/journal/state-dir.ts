@@ -1,6 +1,6 @@
 import { lstatSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import { closeFd, openDirPath, openFileAt, renameAside, renameAt, unlinkAt, type Component } from '../../native/dir.js'
+import { closeFd, exchangeForNewDir, openDirPath, openFileAt, renameAt, unlinkAt, type Component } from '../../native/dir.js'
 import { isSysError } from '../../native/sys-error.js'
 import { lockExclusive, stat as fstat, type Stat } from '../../native/shm.js'
 
@@ -64,8 +64,9 @@ export class StateDir {
 
   /**
    * Opens, checks and locks `path`. Something another user put in its way in a sticky directory (a directory, a
-   * symlink, a file under the name the service needs) is moved aside, never entered or removed, where the service
-   * may do so (root, in practice); `movedAside` lists what was, for the log. Anything else stops the start.
+   * symlink, a file under the name the service needs) is exchanged, in one atomic step, for a fresh directory of
+   * the service's, and so moved aside, never entered or removed, where the service may do so (root, in practice);
+   * `movedAside` lists what was, for the log. Anything else stops the start.
    */
   static open (path: string, uid: number): StateDir {
     const movedAside: string[] = []
@@ -75,10 +76,10 @@ export class StateDir {
         dir.movedAside = movedAside
         return dir
       } catch (err) {
-        if (!(err instanceof StateDirError) || err.squatted === undefined || attempt >= 3) throw err
+        if (!(err instanceof StateDirError) || err.squatted === undefined || attempt >= 8) throw err
         const aside = `${err.squatted}.squatted-${randomBytes(4).toString('hex')}`
         try {
-          renameAside(err.squatted, aside)
+          exchangeForNewDir(err.squatted, aside)
         } catch {
           throw err
         }

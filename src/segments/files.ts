@@ -16,6 +16,9 @@ export class SegmentFiles {
   /** Files being unlinked on the thread pool, and the pages they still hold. */
   readonly #unlinking = new Map<string, { done: Promise<void>, pages: number }>()
   #unlinkingPages = 0
+  /** Files that could not even be looked at (no descriptor free): tried again every sweep, and counted meanwhile. */
+  readonly #deferred = new Map<string, { identity: shm.Identity, size: number }>()
+  #deferredPages = 0
 
   constructor (private readonly journal: Journal, readonly newName: () => string, private readonly uid: number,
     private readonly options: Omit<CreateOptions, 'size'>, private readonly pageSize: number, private readonly log: Logger) {}
@@ -49,6 +52,7 @@ export class SegmentFiles {
    * at once, and then unlinked on the thread pool; `doomed` is that name when the journal has it already.
    */
   discard (name: string, identity: shm.Identity, size: number, doomed?: string): void {
+    this.#undefer(name)
     const expected = this.expected(identity)
     if (doomed === undefined && size >= ASYNC_UNLINK_BYTES) {
       doomed = this.newName()
@@ -72,8 +76,28 @@ export class SegmentFiles {
       this.journal.settled(name)
       this.#unlinkLater(doomed, pagesOf(size, this.pageSize))
     } catch (err) {
-      this.log.warn({ err, segment: name }, 'could not unlink a released segment')
+      this.log.warn({ err, segment: name }, 'could not unlink a released segment; trying again at the next sweep')
+      this.defer(name, identity, size)
     }
+  }
+
+  /** A file in limbo that cannot be looked at now (EMFILE, say): it stays in limbo and counted until a sweep unlinks it. */
+  defer (name: string, identity: shm.Identity, size: number): void {
+    if (this.#deferred.has(name)) return
+    this.#deferred.set(name, { identity, size })
+    this.#deferredPages += pagesOf(size, this.pageSize)
+  }
+
+  /** Tries the deferred files again. */
+  retryDeferred (): void {
+    for (const [name, { identity, size }] of [...this.#deferred]) this.discard(name, identity, size)
+  }
+
+  #undefer (name: string): void {
+    const d = this.#deferred.get(name)
+    if (d === undefined) return
+    this.#deferred.delete(name)
+    this.#deferredPages -= pagesOf(d.size, this.pageSize)
   }
 
   #unlinkLater (name: string, pages: number): void {
@@ -88,8 +112,8 @@ export class SegmentFiles {
     this.#unlinking.set(name, { done, pages })
   }
 
-  /** Pages that files being unlinked still hold. */
-  get unlinkingPages (): number { return this.#unlinkingPages }
+  /** Pages that released files still hold: being unlinked, or waiting for a descriptor to be checked with. */
+  get unlinkingPages (): number { return this.#unlinkingPages + this.#deferredPages }
 
   async drain (): Promise<void> {
     await Promise.all([...this.#unlinking.values()].map(async (u) => await u.done))

@@ -247,9 +247,10 @@ export class SegmentService extends EventEmitter<Events> {
     return this.journal.watchSettled()
   }
 
-  /** Unlinks kept segments that waited longer than TENSORSHM_POOL_IDLE. */
-  trimPool (now = Date.now()): void {
+  /** Unlinks kept segments that waited longer than TENSORSHM_POOL_IDLE, and released files that could not be checked before. */
+  tidy (now = Date.now()): void {
     this.#pool.trim(now)
+    this.#files.retryDeferred()
   }
 
   figures (): SegmentFigures {
@@ -323,7 +324,7 @@ export class SegmentService extends EventEmitter<Events> {
    */
   #release (records: SegmentRecord[], reason: ReleaseReason): void {
     if (records.length === 0) return
-    type Action = 'none' | 'pool' | 'reap' | 'unlink'
+    type Action = 'none' | 'pool' | 'reap' | 'unlink' | 'later'
     const moves = new Map<string, string>()
     const plans = records.map((r): { r: SegmentRecord, action: Action } => {
       try {
@@ -336,8 +337,9 @@ export class SegmentService extends EventEmitter<Events> {
         if (action !== 'unlink') moves.set(r.name, this.#newName())
         return { r, action }
       } catch (err) {
-        this.log.warn({ err, segment: r.name }, 'could not look at a released segment')
-        return { r, action: 'none' }
+        // Out of descriptors, say: the file stays in limbo, counted, and a sweep unlinks it when it can look at it.
+        this.log.warn({ err, segment: r.name }, 'could not look at a released segment; it goes at the next sweep')
+        return { r, action: 'later' }
       }
     })
     try {
@@ -346,7 +348,7 @@ export class SegmentService extends EventEmitter<Events> {
       // Nothing is moved that the journal does not know of: without it, the files are simply unlinked now.
       this.log.warn({ err }, 'the journal cannot record a release; unlinking on the event loop')
       moves.clear()
-      for (const p of plans) if (p.action !== 'none') p.action = 'unlink'
+      for (const p of plans) if (p.action !== 'none' && p.action !== 'later') p.action = 'unlink'
     }
     for (const { r, action } of plans) {
       this.#registry.delete(r.name)
@@ -359,6 +361,8 @@ export class SegmentService extends EventEmitter<Events> {
           this.#pool.admit({ name: to, ino: r.ino, dev: r.dev, size: r.size, key: SegmentPool.key(r.owner, r.namespace, r.size) })
         } else if (action === 'reap' && to !== undefined) {
           this.#files.discard(r.name, r, r.size, to)
+        } else if (action === 'later') {
+          this.#files.defer(r.name, r, r.size)
         } else {
           if (action === 'unlink') unlinkQuietly(r.name)
           this.journal.settled(r.name)

@@ -47,7 +47,7 @@ export class Sweeper {
   async sweep (now = Date.now()): Promise<{ reclaimed: number, dropped: number }> {
     this.#running ??= this.#scan().finally(() => { this.#running = undefined })
     await this.#running
-    this.service.trimPool(now)
+    this.service.tidy(now)
     const expired = this.service.expired(now)
     for (const r of expired) {
       this.log.warn({ segment: r.name, namespace: r.namespace, key: r.key, bytes: r.size, expiredAt: new Date(r.expiresAt ?? now).toISOString() }, 'lease expired: segment reclaimed')
