@@ -71,15 +71,17 @@ t.test('a squatter re-creating the name in a loop cannot win the race: the swap 
   const name = `/dev/shm/.tensorshm-${uid}`
   const squat = `import os\nwhile True:\n  for make in (lambda: os.mkdir('${name}', 0o777), lambda: os.symlink('/dev/shm', '${name}'), lambda: os.mkfifo('${name}')):\n    try: make()\n    except OSError: pass`
   const [bin, ...args] = box.argv(['python3', '-c', squat], mallory.name)
-  const loop = spawn(bin as string, args, { stdio: 'ignore' })
-  t.teardown(() => { loop.kill('SIGKILL') })
+  // Its own process group: runuser forks, so the loop is a grandchild that must go with the group.
+  const loop = spawn(bin as string, args, { stdio: 'ignore', detached: true })
+  const stopLoop = () => { try { process.kill(-(loop.pid ?? 0), 'SIGKILL') } catch {} }
+  t.teardown(stopLoop)
   for (let trial = 0; trial < 5; trial++) {
     box.run(['rm', '-rf', name]) // a reboot's worth of /dev/shm, for the squatter to grab again at once
     const s = await start(t, box)
     t.equal((await api(s.url, 'GET', '/healthz')).status, 200, `start ${trial} came up`)
     t.equal(await stop(s), 0)
   }
-  loop.kill('SIGKILL')
+  stopLoop()
   const own = statSync(`${box.shm}/.tensorshm-${uid}`)
   t.same([own.uid, own.mode & 0o7777], [uid, 0o700])
 })

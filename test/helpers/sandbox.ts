@@ -55,7 +55,8 @@ export interface User { name: string, uid: number, gid: number }
 export function localUser (t: Test): User {
   const name = `tshm${randomBytes(4).toString('hex')}`
   execFileSync('useradd', ['-M', '-r', '-s', '/usr/sbin/nologin', name])
-  t.teardown(() => { spawnSync('userdel', [name]) })
+  // Whatever still runs as the user (a loop a test started) goes with it: userdel refuses while it runs.
+  t.teardown(() => { spawnSync('pkill', ['-KILL', '-u', name]); spawnSync('userdel', [name]) })
   const id = (flag: string) => Number(execFileSync('id', [flag, name]).toString().trim())
   return { name, uid: id('-u'), gid: id('-g') }
 }
