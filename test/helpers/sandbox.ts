@@ -27,9 +27,10 @@ export interface Sandbox {
   run: (command: string[], user?: string) => string
 }
 
-/** A mount namespace with its own empty tmpfs on /dev/shm, held open by a sleeping process until the test ends. */
+/** A mount namespace with its own empty tmpfs on /dev/shm, held open by a waiting process until the test ends. */
 export async function sandbox (t: Test, size = '256m'): Promise<Sandbox> {
-  const holder = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs -o size=${size},mode=1777 tmpfs /dev/shm && echo ready && exec sleep 100000`], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // The holder reads its stdin until EOF: if this process dies before its teardown, the namespace goes with it.
+  const holder = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs -o size=${size},mode=1777 tmpfs /dev/shm && echo ready && exec cat >/dev/null`], { stdio: ['pipe', 'pipe', 'inherit'] })
   let out = ''
   holder.stdout.on('data', (d: Buffer) => { out += d.toString() })
   const exited = once(holder, 'exit')
