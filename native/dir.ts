@@ -85,10 +85,6 @@ export function unlinkAt (dirfd: number, name: string, dir = false): boolean {
   throw new SysError(`unlinkat ${name}`, errno)
 }
 
-export function closeFd (fd: number): void {
-  libc.checked('close', libc.close(fd))
-}
-
 /**
  * Puts a fresh, empty 0700 directory of ours under `path` in one step, whatever is there now: it is made under
  * `aside` and exchanged with `path` (RENAME_EXCHANGE), so the name is never free for someone else to take in

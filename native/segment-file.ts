@@ -91,10 +91,17 @@ export function probe (name: string, expected: Expected, writable = false): Prob
   return { kind: 'foreign', why }
 }
 
+export type Inspection = { kind: 'ours', stat: shm.Stat } | { kind: 'missing' } | { kind: 'foreign', why: string }
+
+/** What `probe` finds, without keeping the file open. */
+export function inspect (name: string, expected: Expected): Inspection {
+  const found = probe(name, expected)
+  if (found.kind !== 'ours') return found
+  shm.close(found.fd)
+  return { kind: 'ours', stat: found.stat }
+}
+
 /** Unlinks `name` only if it is still ours; returns whether it did. */
 export function unlinkIfOurs (name: string, expected: Expected): boolean {
-  const found = probe(name, expected)
-  if (found.kind !== 'ours') return false
-  shm.close(found.fd)
-  return unlinkQuietly(name)
+  return inspect(name, expected).kind === 'ours' && unlinkQuietly(name)
 }

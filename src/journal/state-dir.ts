@@ -1,8 +1,8 @@
 import { lstatSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import { closeFd, exchangeForNewDir, openDirPath, openFileAt, renameAt, unlinkAt, type Component } from '../../native/dir.js'
+import { exchangeForNewDir, openDirPath, openFileAt, renameAt, unlinkAt, type Component } from '../../native/dir.js'
 import { isSysError } from '../../native/sys-error.js'
-import { lockExclusive, stat as fstat, type Stat } from '../../native/shm.js'
+import { close as closeFd, lockExclusive, stat as fstat, type Stat } from '../../native/shm.js'
 
 /** The state directory cannot be trusted or used: the start stops, and the message says what and where. */
 export class StateDirError extends Error {
@@ -48,7 +48,7 @@ function trust (uid: number) {
 }
 
 /** Checks a file found inside the state directory; anything but our own regular file stops the start. */
-export function trustFile (path: string, stat: Stat, uid: number): void {
+function trustFile (path: string, stat: Stat, uid: number): void {
   if (!stat.regular) throw new StateDirError(`${path} is not a regular file`)
   if (stat.uid !== uid) throw new StateDirError(`${path} is owned by uid ${stat.uid}, not the service's uid ${uid}`)
   if (stat.nlink !== 1) throw new StateDirError(`${path} has ${stat.nlink} hard links`)

@@ -1,6 +1,6 @@
 import { isSysError } from '../../native/sys-error.js'
-import { probe, unlinkQuietly } from '../../native/segment-file.js'
-import { capacity, close as closeFd, type Identity } from '../../native/shm.js'
+import { inspect, unlinkQuietly } from '../../native/segment-file.js'
+import { capacity, type Identity } from '../../native/shm.js'
 import type { Config } from '../config.js'
 import type { SegmentFiles } from './files.js'
 import type { Handles } from './handles.js'
@@ -88,8 +88,7 @@ export class Allocator {
   async #fromPool (owner: string | null, namespace: string, size: number, name: string): Promise<Identity | undefined> {
     const entry = await this.pool.take(owner, namespace, size)
     if (entry === undefined) return undefined
-    const found = probe(entry.name, this.files.expected(entry))
-    if (found.kind === 'ours') closeFd(found.fd)
+    const found = inspect(entry.name, this.files.expected(entry))
     // A file someone linked elsewhere or truncated could show the next user's data, or fault: not reused.
     if (found.kind !== 'ours' || found.stat.nlink !== 1 || found.stat.size !== size) { this.files.discard(entry.name, entry, entry.size); return undefined }
     try {

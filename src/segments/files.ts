@@ -1,4 +1,4 @@
-import { createSegment, probe, unlinkIfOurs, unlinkQuietly, type CreateOptions, type Expected } from '../../native/segment-file.js'
+import { createSegment, inspect, unlinkIfOurs, unlinkQuietly, type CreateOptions, type Expected } from '../../native/segment-file.js'
 import * as shm from '../../native/shm.js'
 import type { Journal } from '../journal/journal.js'
 import type { Logger } from './logger.js'
@@ -69,9 +69,7 @@ export class SegmentFiles {
         this.journal.settled(name)
         return
       }
-      const found = probe(name, expected)
-      if (found.kind !== 'ours') { this.journal.settled(name, doomed); return }
-      shm.close(found.fd)
+      if (inspect(name, expected).kind !== 'ours') { this.journal.settled(name, doomed); return }
       shm.rename(name, doomed)
       this.journal.settled(name)
       this.#unlinkLater(doomed, pagesOf(size, this.pageSize))

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
-import { probe, unlinkQuietly } from '../../native/segment-file.js'
-import { capacity, close as closeFd, openFileLimit } from '../../native/shm.js'
+import { inspect, unlinkIfOurs, unlinkQuietly } from '../../native/segment-file.js'
+import { capacity, openFileLimit } from '../../native/shm.js'
 import { OPERATOR, ownerOf, sees, type Caller } from './caller.js'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
@@ -41,7 +41,6 @@ export interface SegmentFigures {
   bytes: number
   /** Pages of released segments still held: open by a transfer or decode, or being unlinked. */
   heldBytes: number
-  openFiles: number
   pool: PoolFigures
 }
 
@@ -97,15 +96,14 @@ export class SegmentService extends EventEmitter<Events> {
     const { records, limbo, owners, skipped } = this.journal.replay()
     const vanished: SegmentRecord[] = []
     for (const r of records) {
-      const found = probe(r.name, this.#files.expected(r))
-      if (found.kind === 'ours') { closeFd(found.fd); this.#registry.add(r); continue }
+      const found = inspect(r.name, this.#files.expected(r))
+      if (found.kind === 'ours') { this.#registry.add(r); continue }
       if (found.kind === 'foreign') this.log.warn({ segment: r.name, found: found.why }, 'a journaled segment is not ours any more; forgotten and left alone')
       vanished.push(r)
     }
     let cleaned = 0
     for (const [name, id] of limbo) {
-      const found = probe(name, this.#files.expected(id ?? undefined))
-      if (found.kind === 'ours') { closeFd(found.fd); if (unlinkQuietly(name)) cleaned++ }
+      if (unlinkIfOurs(name, this.#files.expected(id ?? undefined))) cleaned++
       this.journal.settled(name)
     }
     this.#owners.restore(owners)
@@ -177,9 +175,8 @@ export class SegmentService extends EventEmitter<Events> {
   }
 
   presence (record: SegmentRecord): Presence {
-    const found = probe(record.name, this.#files.expected(record))
-    if (found.kind === 'ours') closeFd(found.fd)
-    return found.kind === 'ours' ? 'present' : found.kind === 'missing' ? 'missing' : 'replaced'
+    const found = inspect(record.name, this.#files.expected(record)).kind
+    return found === 'ours' ? 'present' : found === 'missing' ? 'missing' : 'replaced'
   }
 
   /** Opens a registered segment for I/O (see Handles); one that is gone or not ours is forgotten on the way. */
@@ -258,7 +255,6 @@ export class SegmentService extends EventEmitter<Events> {
       segments: this.#registry.count,
       bytes: this.#registry.bytes,
       heldBytes: this.#handles.heldPages + this.#files.unlinkingPages,
-      openFiles: this.#handles.fds,
       pool: this.#pool.figures()
     }
   }
@@ -328,9 +324,8 @@ export class SegmentService extends EventEmitter<Events> {
     const moves = new Map<string, string>()
     const plans = records.map((r): { r: SegmentRecord, action: Action } => {
       try {
-        const found = probe(r.name, this.#files.expected(r))
+        const found = inspect(r.name, this.#files.expected(r))
         if (found.kind !== 'ours') return { r, action: 'none' }
-        closeFd(found.fd)
         // A segment still being read keeps its pages through the reader's fd; it is never recycled under it.
         const keep = reason !== 'shutdown' && !this.#handles.busy(r.name) && this.#pool.wants(r.size, found.stat)
         const action: Action = keep ? 'pool' : r.size >= ASYNC_UNLINK_BYTES ? 'reap' : 'unlink'
