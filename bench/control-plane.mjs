@@ -1,9 +1,11 @@
-// Benchmark 1: round trips per second of POST /v1/segments (one [65536] uint8 tensor, namespace bench/obj-<n>)
-// followed by DELETE /v1/segments/{name} of the segment it created, against a bare Fastify 5 route echoing a
-// 64 KiB JSON body, both driven by autocannon (16 connections, same duration, after a warm-up), alternating.
-// For information: the same bare Fastify doing the service's exact request pair (small POST echo + DELETE),
-// and the service at the default log level (info: pino writes two lines per request, here to a file).
+// Benchmark 1: the control plane. Round trips of POST /v1/segments (one [65536] uint8 tensor, namespace
+// bench/obj-<n>) then DELETE /v1/segments/{name} of the segment it created, driven by autocannon (16 connections,
+// same duration, after a warm-up), against a bare Fastify 5 app answering the same two requests with the same
+// shapes and nothing behind them (servers/bare-segments.mjs), alternating. The service runs with its defaults
+// (journal on /dev/shm, pool, reserve, metrics, one log line per request at info). For information: a bare Fastify
+// echoing 64 KiB of JSON (the tensor sent by value), and the kernel's part of a pair without HTTP (lib/floor.mjs).
 import { join } from 'node:path'
+import { runBatch } from './batch.mjs'
 import { BENCH_DIR, cpuMs, median, runJson, startServer, startService } from './lib/common.mjs'
 
 let invocation = 0
@@ -22,48 +24,62 @@ async function measured (server, scenario, opts) {
   return { ...r, cpuUsPerIter: (cpuMs(server.pid) - before) * 1000 / iterations }
 }
 
-export async function runControlPlane ({ reps = 3, duration = 10, warmup = 2, log = () => {} } = {}) {
-  const svc = await startService({ TENSORSHM_LOG_LEVEL: 'warn' }, { label: 'control-warn' })
-  const echo = await startServer('echo-fastify.mjs')
-  const runs = { service: [], echo64k: [], echoPair: [], serviceInfo: [] }
+const summary = (list) => ({
+  reqPerSec: median(list.map((r) => r.reqPerSec)),
+  pairsPerSec: median(list.map((r) => r.itersPerSec)),
+  p50: median(list.map((r) => r.p50)),
+  p99: median(list.map((r) => r.p99)),
+  createP50Us: median(list.map((r) => r.createP50Us)),
+  createP99Us: median(list.map((r) => r.createP99Us)),
+  cpuUsPerIter: median(list.map((r) => r.cpuUsPerIter)),
+  failures: list.reduce((n, r) => n + r.errors + r.non2xx + r.timeouts, 0),
+  runs: list.length
+})
+
+/** The median of per-repetition ratios, each against the baseline run next to it. */
+const ratio = (a, b, f) => median(a.map((r, i) => f(r) / f(b[i])))
+
+export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, batch = { iters: 100, warmup: 10 }, log = () => {} } = {}) {
+  const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'control', defaultStateDir: true })
+  const bare = await startServer('bare-segments.mjs')
+  const runs = { service: [], bare: [] }
   try {
-    const plan = [['service', svc, 'service-pair'], ['echo64k', echo, 'echo64k'], ['echoPair', echo, 'echo-pair']]
+    const plan = [['service', svc], ['bare', bare]]
     for (let i = 0; i < reps; i++) {
-      for (const [key, server, scenario] of i % 2 === 0 ? plan : [...plan].reverse()) {
-        const r = await measured(server, scenario, { duration, warmup })
+      for (const [key, server] of i % 2 === 0 ? plan : [...plan].reverse()) {
+        const r = await measured(server, 'service-pair', { duration, warmup })
         runs[key].push(r)
-        log(`  ${key.padEnd(8)} ${r.reqPerSec.toFixed(0)} req/s, ${r.itersPerSec.toFixed(0)} round trips/s, p50 ${r.p50} ms, p99 ${r.p99} ms, server CPU ${r.cpuUsPerIter.toFixed(0)} µs/round trip, errors ${r.errors + r.non2xx + r.timeouts}`)
+        log(`  ${key.padEnd(8)} ${r.itersPerSec.toFixed(0)} pairs/s, create p50 ${r.createP50Us.toFixed(0)} µs p99 ${r.createP99Us.toFixed(0)} µs, server CPU ${r.cpuUsPerIter.toFixed(0)} µs/pair, errors ${r.errors + r.non2xx + r.timeouts}`)
       }
     }
   } finally {
     await svc.stop()
+    await bare.stop()
   }
-  // The default level, once, for transparency (the logs go to a file, as with a journald or file sink).
-  const info = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'control-info' })
+  const echo = await startServer('echo-fastify.mjs')
+  let echo64k
   try {
-    const r = await measured(info, 'service-pair', { duration, warmup })
-    runs.serviceInfo.push(r)
-    // A bare-Fastify run right after, so the info figure has a same-time baseline too.
-    runs.echo64k.push(await measured(echo, 'echo64k', { duration, warmup }))
-    log(`  info     ${r.reqPerSec.toFixed(0)} req/s, ${r.itersPerSec.toFixed(0)} round trips/s, p50 ${r.p50} ms, p99 ${r.p99} ms`)
+    echo64k = await measured(echo, 'echo64k', { duration, warmup })
   } finally {
-    await info.stop()
     await echo.stop()
   }
-  const sum = (list) => ({
-    reqPerSec: median(list.map((r) => r.reqPerSec)),
-    pairsPerSec: median(list.map((r) => r.itersPerSec)),
-    p50: median(list.map((r) => r.p50)),
-    p99: median(list.map((r) => r.p99)),
-    cpuUsPerIter: median(list.map((r) => r.cpuUsPerIter)),
-    failures: list.reduce((n, r) => n + r.errors + r.non2xx + r.timeouts, 0),
-    runs: list.length
-  })
-  const out = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, sum(v)]))
-  // Per-repetition ratios (each against the baseline run next to it), then their median.
-  out.ratio = median(runs.service.map((r, i) => r.itersPerSec / runs.echo64k[i].itersPerSec))
-  out.ratioVsPair = median(runs.service.map((r, i) => r.itersPerSec / runs.echoPair[i].itersPerSec))
-  out.ratioInfo = runs.serviceInfo[0].itersPerSec / runs.echo64k[runs.echo64k.length - 1].itersPerSec
-  out.settings = { reps, duration, warmup, connections: 16 }
-  return out
+  const floor = await runJson(process.execPath, [join(BENCH_DIR, 'lib/floor.mjs'), JSON.stringify({ prefix: `${svc.prefix}floor_`, n: 1000, blocks: 5 })])
+  log(`  floor: the kernel's part of a pair ${floor.pooledPair.toFixed(1)} µs; one 64 KiB tensor made fresh ${floor.freshCreate.toFixed(1)} µs, taken from the pool ${floor.pooledCreate.toFixed(1)} µs`)
+  const many = await runBatch(batch)
+  log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor ${many.floor.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.floor.pooledCreate.toFixed(1)})`)
+  return {
+    service: summary(runs.service),
+    bare: summary(runs.bare),
+    echo64k: summary([echo64k]),
+    floor,
+    many,
+    ratios: {
+      pairsPerSec: ratio(runs.service, runs.bare, (r) => r.itersPerSec),
+      cpuPerPair: ratio(runs.service, runs.bare, (r) => r.cpuUsPerIter),
+      createP99: ratio(runs.service, runs.bare, (r) => r.createP99Us),
+      perTensor: many.ratioFresh,
+      perPooledTensor: many.ratioPooled
+    },
+    settings: { reps, duration, warmup, connections: 16 }
+  }
 }

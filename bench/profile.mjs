@@ -26,20 +26,20 @@ export async function runProfiles ({ duration = 6 } = {}) {
   const out = {}
   // 1. Control plane.
   let dir = profDir('control')
-  let svc = await startService({}, { label: 'prof-control', nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] })
+  let svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'prof-control', nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] })
   let from = monotonicUs()
   const load = await cannon(svc.port, 'service-pair', { duration, warmup: 1 })
   let window = [from, monotonicUs()]
   await svc.stop()
   out.control = { load: { reqPerSec: load.reqPerSec }, ...collect(dir, window) }
-  // 1b. The bare-Fastify baseline doing the same request pair.
-  dir = profDir('echo')
-  const echo = await startServer('echo-fastify.mjs', [], { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] })
+  // 1b. The bare-Fastify baseline answering the same request pair.
+  dir = profDir('bare')
+  const bare = await startServer('bare-segments.mjs', [], { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] })
   from = monotonicUs()
-  const echoLoad = await cannon(echo.port, 'echo-pair', { duration, warmup: 1 })
+  const bareLoad = await cannon(bare.port, 'service-pair', { duration, warmup: 1 })
   window = [from, monotonicUs()]
-  await echo.stop()
-  out.echoPair = { load: { reqPerSec: echoLoad.reqPerSec }, ...collect(dir, window) }
+  await bare.stop()
+  out.barePair = { load: { reqPerSec: bareLoad.reqPerSec }, ...collect(dir, window) }
   // 2. Data plane: 3 GETs and 3 PUTs of 256 MiB.
   dir = profDir('data')
   svc = await startService({}, { label: 'prof-data', nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] })

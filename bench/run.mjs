@@ -73,15 +73,18 @@ async function main () {
   log(`segment prefix of this run: ${RUN_PREFIX}*`)
 
   if (only.has('1')) {
-    log('\n[1] control plane: POST+DELETE of a 64 KiB segment vs bare Fastify echoing 64 KiB of JSON (autocannon, 16 connections)')
-    const r = results.control = await runControlPlane(quick ? { reps: 1, duration: 3, warmup: 1, log } : { reps: 4, log })
+    log('\n[1] control plane: POST+DELETE of a 64 KiB segment vs a bare Fastify app answering the same pair (autocannon, 16 connections)')
+    const r = results.control = await runControlPlane(quick ? { reps: 1, duration: 3, warmup: 1, batch: { iters: 20, warmup: 3 }, log } : { reps: 4, log })
     const s = r.service
-    const b = r.echo64k
-    row('1', 'control plane: POST+DELETE pairs/s (log warn)', `${fmt(s.pairsPerSec)} pairs/s (${fmt(s.reqPerSec)} req/s, p50 ${s.p50} ms, p99 ${s.p99} ms)`,
-      `${fmt(b.reqPerSec)} echo/s (64 KiB JSON, p50 ${b.p50} ms, p99 ${b.p99} ms)`, fmt(r.ratio, 2), '>= 0.6', r.ratio >= 0.6 && s.failures === 0)
-    row('1i', '  same, log level info (default)', `${fmt(r.serviceInfo.pairsPerSec)} pairs/s (p50 ${r.serviceInfo.p50} ms, p99 ${r.serviceInfo.p99} ms)`, 'echo 64 KiB, run next to it', fmt(r.ratioInfo, 2), '(info)', null)
-    row('1s', '  same pair vs bare Fastify doing the same pair', `${fmt(s.pairsPerSec)} pairs/s`, `${fmt(r.echoPair.pairsPerSec)} pairs/s (p50 ${r.echoPair.p50} ms, p99 ${r.echoPair.p99} ms)`, fmt(r.ratioVsPair, 2), '(info)', null)
-    row('1c', '  server CPU per round trip (user+sys, all threads)', `${fmt(s.cpuUsPerIter)} µs`, `echo 64 KiB ${fmt(b.cpuUsPerIter)} µs; bare pair ${fmt(r.echoPair.cpuUsPerIter)} µs`, fmt(r.echoPair.cpuUsPerIter / s.cpuUsPerIter, 2), '(info)', null)
+    const b = r.bare
+    const x = r.ratios
+    row('1', 'control plane: POST+DELETE pairs/s, service defaults', `${fmt(s.pairsPerSec)} pairs/s (${fmt(s.reqPerSec)} req/s)`, `bare ${fmt(b.pairsPerSec)} pairs/s`, fmt(x.pairsPerSec, 2), '>= 0.5', x.pairsPerSec >= 0.5 && s.failures === 0)
+    row('1c', '  server CPU per pair (user+sys, all threads)', `${fmt(s.cpuUsPerIter)} µs`, `bare ${fmt(b.cpuUsPerIter)} µs`, fmt(x.cpuPerPair, 2), '<= 2', x.cpuPerPair <= 2)
+    row('1p', '  create latency under that load, p99 (p50)', `${fmt(s.createP99Us)} µs (${fmt(s.createP50Us)})`, `bare ${fmt(b.createP99Us)} µs (${fmt(b.createP50Us)})`, fmt(x.createP99, 2), '<= 2', x.createP99 <= 2)
+    row('1t', '  64 x 64 KiB in one request: CPU per tensor / floor', `${fmt(r.many.fresh.median, 1)} µs (p90 ${fmt(r.many.fresh.p90, 1)})`, `floor ${fmt(r.many.floor.freshCreate, 1)} µs (open, fchmod, ftruncate, fallocate, fstat, close)`, fmt(x.perTensor, 2), '<= 1.5', x.perTensor <= 1.5)
+    row('1r', '    same, the 64 taken from the pool', `${fmt(r.many.pooled.median, 1)} µs (p90 ${fmt(r.many.pooled.p90, 1)})`, `floor ${fmt(r.many.floor.pooledCreate, 1)} µs (fstat, rename, close)`, fmt(x.perPooledTensor, 2), '(info)', null)
+    row('1f', '  floor: the kernel\'s part of a pair, no HTTP', `${fmt(r.floor.pooledPair, 1)} µs`, `service ${fmt(s.cpuUsPerIter)} µs, bare ${fmt(b.cpuUsPerIter)} µs`, fmt(r.floor.pooledPair / b.cpuUsPerIter, 2), '(info) of bare', null)
+    row('1e', '  for information: bare Fastify echoing 64 KiB of JSON', `${fmt(r.echo64k.pairsPerSec)} echo/s, ${fmt(r.echo64k.cpuUsPerIter)} µs`, '-', '-', '(info)', null)
   }
   if (only.has('2')) {
     log('\n[2] data plane: 256 MiB GET/PUT .../data vs bare node:http + fs streams (curl; MB/s, RSS growth)')

@@ -6,52 +6,18 @@ import { SysError } from './sys-error.js'
 
 const libc = koffi.load('libc.so.6')
 
-// struct stat differs per ABI; only the fields we read are named, the rest is padding.
-const statLayouts: Record<string, Record<string, string>> = {
-  x64: {
-    st_dev: 'uint64',
-    st_ino: 'uint64',
-    st_nlink: 'uint64',
-    st_mode: 'uint32',
-    st_uid: 'uint32',
-    st_gid: 'uint32',
-    pad0: 'uint32',
-    st_rdev: 'uint64',
-    st_size: 'int64',
-    st_blksize: 'int64',
-    st_blocks: 'int64',
-    rest: 'uint8[72]'
-  },
-  arm64: {
-    st_dev: 'uint64',
-    st_ino: 'uint64',
-    st_mode: 'uint32',
-    st_nlink: 'uint32',
-    st_uid: 'uint32',
-    st_gid: 'uint32',
-    st_rdev: 'uint64',
-    pad1: 'uint64',
-    st_size: 'int64',
-    st_blksize: 'int32',
-    pad2: 'int32',
-    st_blocks: 'int64',
-    rest: 'uint8[56]'
-  }
+/**
+ * Byte offsets of the struct stat fields we read, per ABI. fstat writes into a reused buffer that is read in
+ * place: decoding the struct into a fresh object (72 bytes of padding as an array) was most of a stat's cost.
+ */
+export interface StatLayout { size: number, dev: number, ino: number, nlink: number, nlinkBytes: 4 | 8, mode: number, uid: number, gid: number, st_size: number, blocks: number }
+const statLayouts: Record<string, StatLayout> = {
+  x64: { size: 144, dev: 0, ino: 8, nlink: 16, nlinkBytes: 8, mode: 24, uid: 28, gid: 32, st_size: 48, blocks: 64 },
+  arm64: { size: 128, dev: 0, ino: 8, mode: 16, nlink: 20, nlinkBytes: 4, uid: 24, gid: 28, st_size: 48, blocks: 64 }
 }
-const statLayout = statLayouts[arch]
-if (statLayout === undefined) throw new Error(`tensorshm's native layer has no struct stat layout for ${arch}`)
-koffi.struct('tshm_stat', statLayout)
-
-export interface RawStat {
-  st_dev: number | bigint
-  st_ino: number | bigint
-  st_nlink: number | bigint
-  st_mode: number
-  st_uid: number
-  st_gid: number
-  st_size: number | bigint
-  st_blocks: number | bigint
-}
+const layout = statLayouts[arch]
+if (layout === undefined) throw new Error(`tensorshm's native layer has no struct stat layout for ${arch}`)
+export const STAT_LAYOUT: StatLayout = layout
 
 type Fn<A extends unknown[], R> = ((...args: A) => R) & { async: (...args: any[]) => void }
 
@@ -60,7 +26,7 @@ export const shm_unlink = libc.func('int shm_unlink(const char *name)') as Fn<[s
 export const ftruncate = libc.func('int ftruncate(int fd, int64_t length)') as Fn<[number, number], number>
 export const fchmod = libc.func('int fchmod(int fd, uint32_t mode)') as Fn<[number, number], number>
 export const fchown = libc.func('int fchown(int fd, uint32_t owner, uint32_t group)') as Fn<[number, number, number], number>
-export const fstat = libc.func('int fstat(int fd, _Out_ tshm_stat *buf)') as Fn<[number, Partial<RawStat>], number>
+export const fstat = libc.func('int fstat(int fd, void *buf)') as Fn<[number, Buffer], number>
 export const close = libc.func('int close(int fd)') as Fn<[number], number>
 export const renameat2 = libc.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)') as Fn<[number, string, number, string, number], number>
 // posix_fallocate returns the error number instead of setting errno.

@@ -81,19 +81,23 @@ export function chown (fd: number, uid: number, gid: number): void {
   libc.checked('fchown', libc.fchown(fd, uid, gid))
 }
 
+const statBuffer = Buffer.alloc(libc.STAT_LAYOUT.size)
+
 export function stat (fd: number): Stat {
-  const raw: Partial<libc.RawStat> = {}
-  libc.checked('fstat', libc.fstat(fd, raw))
+  const b = statBuffer
+  const at = libc.STAT_LAYOUT
+  libc.checked('fstat', libc.fstat(fd, b))
+  const mode = b.readUInt32LE(at.mode)
   return {
-    size: Number(raw.st_size),
-    ino: BigInt(raw.st_ino ?? 0),
-    dev: BigInt(raw.st_dev ?? 0),
-    nlink: Number(raw.st_nlink),
-    mode: Number(raw.st_mode),
-    uid: Number(raw.st_uid),
-    gid: Number(raw.st_gid),
-    allocated: Number(raw.st_blocks) * 512,
-    regular: (Number(raw.st_mode) & libc.S_IFMT) === libc.S_IFREG
+    size: Number(b.readBigInt64LE(at.st_size)),
+    ino: b.readBigUInt64LE(at.ino),
+    dev: b.readBigUInt64LE(at.dev),
+    nlink: at.nlinkBytes === 8 ? Number(b.readBigUInt64LE(at.nlink)) : b.readUInt32LE(at.nlink),
+    mode,
+    uid: b.readUInt32LE(at.uid),
+    gid: b.readUInt32LE(at.gid),
+    allocated: Number(b.readBigInt64LE(at.blocks)) * 512,
+    regular: (mode & libc.S_IFMT) === libc.S_IFREG
   }
 }
 
@@ -107,18 +111,23 @@ export function rename (from: string, to: string): void {
   libc.checked('renameat2', libc.renameat2(libc.AT_FDCWD, `${SHM_DIR}/${from}`, libc.AT_FDCWD, `${SHM_DIR}/${to}`, libc.RENAME_NOREPLACE))
 }
 
+/** Below this, posix_fallocate on the event loop (0.24 ms per MiB here) beats a round trip to the thread pool. */
+const SYNC_RESERVE_BYTES = 1 << 20
+
 /**
  * Reserves tmpfs pages for [0, size) so that a later page fault cannot SIGBUS the writer on a full /dev/shm.
- * Runs on a worker thread: for gigabytes it takes most of a second.
+ * Large sizes run on a worker thread: for gigabytes it takes most of a second.
  */
 export async function reserve (fd: number, size: number): Promise<void> {
   if (size === 0) return
-  const rc = await new Promise<number>((resolve, reject) => {
-    libc.posix_fallocate.async(fd, 0, size, (err: unknown, result: number) => {
-      if (err != null) reject(err instanceof Error ? err : new Error(String(err)))
-      else resolve(result)
+  const rc = size <= SYNC_RESERVE_BYTES
+    ? libc.posix_fallocate(fd, 0, size)
+    : await new Promise<number>((resolve, reject) => {
+      libc.posix_fallocate.async(fd, 0, size, (err: unknown, result: number) => {
+        if (err != null) reject(err instanceof Error ? err : new Error(String(err)))
+        else resolve(result)
+      })
     })
-  })
   if (rc !== 0) throw new SysError('posix_fallocate', rc)
 }
 

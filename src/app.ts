@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { ServerOptions } from 'node:http'
+import type { DestinationStream } from 'pino'
 import { openFileLimit } from '../native/shm.js'
 import type { Config } from './config.js'
 import { formatSchemaErrors } from './http/schema-errors.js'
@@ -24,9 +25,11 @@ function maxConnections (configured: number): number {
 }
 
 /** Server options that belong with the app: the tests build the same instance that production runs. */
-export function serverOptions (config: Config): FastifyServerOptions & { http: ServerOptions } {
+export function serverOptions (config: Config, logStream?: DestinationStream): FastifyServerOptions & { http: ServerOptions } {
   return {
-    logger: { level: config.logLevel },
+    logger: logStream === undefined ? { level: config.logLevel } : { level: config.logLevel, stream: logStream },
+    // One line per request, written by the instrumentation plugin, instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimit,
     // Requests during a close are answered by the segment-service plugin, as TSHM_SHUTTING_DOWN.
     return503OnClosing: false,

@@ -2,6 +2,7 @@ import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import app, { serverOptions } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
+import { logDestination } from './log-destination.js'
 
 let config
 try {
@@ -12,12 +13,14 @@ try {
   process.exit(2)
 }
 
-const server = Fastify(serverOptions(config))
+const logs = logDestination()
+const server = Fastify(serverOptions(config, logs))
 try {
   await server.register(app, { config })
   await server.ready()
 } catch (err) {
   server.log.fatal({ err }, 'could not start')
+  logs.flushSync()
   process.exit(1)
 }
 
@@ -31,6 +34,7 @@ closeWithGrace({ delay: 30_000, onSecondSignal: now('second signal'), onTimeout:
   if (err !== undefined) {
     // Crash-only: a bug must not take every tenant's segments with it. They stay, with the journal, for the next start.
     server.log.fatal({ err }, 'uncaught error: exiting without releasing segments; a restart recovers them from the journal')
+    logs.flushSync()
     process.exit(70)
   }
   server.log.info({ signal }, 'closing')
@@ -43,5 +47,6 @@ try {
   await server.listen({ host: config.host, port: config.port })
 } catch (err) {
   server.log.fatal({ err }, 'could not start')
+  logs.flushSync()
   process.exit(1)
 }

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import type { FastifyInstance } from 'fastify'
+import { RateMeter } from '../src/observability/rate.js'
 import { build, captureWarnings, checkNoLeftovers, post, suitePrefix } from './helpers/build.js'
 
 const prefix = suitePrefix('metrics')
@@ -82,6 +83,17 @@ t.test('a burst of variable-shape allocations moves the rate gauge and the excee
   t.equal(warnings.length, 1, 'one warning per window')
   t.match(warnings[0], /"namespace":"burst\/req-20".*"busiest":\{"burst\/req-/)
   await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=burst' })
+})
+
+t.test('a client allocating under a new namespace every time cannot grow the rate meter, and still stands out', (t) => {
+  const meter = new RateMeter(10_000, 20, 0)
+  for (let i = 0; i < 50_000; i++) meter.add(1, `client-${i}`, 1)
+  for (let i = 0; i < 500; i++) meter.add(1, 'busy/obj', 2)
+  t.equal(meter.rate(3), 50_500 / 10)
+  const top = meter.top(100, 3)
+  t.ok(top.length <= 32, `${top.length} namespaces kept across two buckets, not 50,001`)
+  t.equal(top[0]?.[0], 'busy/obj', 'the busiest comes first')
+  t.end()
 })
 
 t.test('promtool check metrics accepts the exposition', async (t) => {

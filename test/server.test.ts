@@ -60,6 +60,31 @@ t.test('an uncaught error exits without releasing anything: the next start recov
   t.equal(await second.exited, 0)
 })
 
+t.test('one log line per request: method, URL, route, status, duration and request id', async (t) => {
+  const server = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix })
+  const made = await post(`${server.url}/v1/segments`, { namespace: 'logged', tensors: { a: { shape: [8], dtype: 'uint8' } } })
+  const name = (await made.json() as { segments: { a: { name: string } } }).segments.a.name
+  t.equal((await fetch(`${server.url}/v1/segments/${name}`, { method: 'DELETE' })).status, 204)
+  // Lines are buffered (src/log-destination.ts): they come within its flush interval.
+  const lines = await poll('two request lines', async () => {
+    const found = server.log().split('\n').filter((l) => l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    if (found.length < 2) throw new Error(`${found.length} so far`)
+    return found
+  }, { timeoutMs: 5000, intervalMs: 50 })
+  const fields = (l: Record<string, unknown>) => ({ method: l.method, url: l.url, route: l.route, statusCode: l.statusCode })
+  t.same(lines.map(fields), [
+    { method: 'POST', url: '/v1/segments', route: '/v1/segments', statusCode: 201 },
+    { method: 'DELETE', url: `/v1/segments/${name}`, route: '/v1/segments/:name', statusCode: 204 }
+  ])
+  for (const l of lines) {
+    t.type(l.ms, 'number')
+    t.match(l.reqId, /^req-/)
+  }
+  t.notMatch(server.log(), /incoming request|request completed/, 'Fastify\'s own two lines per request are off')
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+})
+
 t.test('a bad configuration value stops the start, naming the variable', async (t) => {
   const { code, output } = await runService({ TENSORSHM_PORT: 'eighty', TENSORSHM_SEGMENT_PREFIX: prefix })
   t.equal(code, 2)

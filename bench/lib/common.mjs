@@ -150,16 +150,16 @@ function tail (file) {
 
 /**
  * The service as production runs it (scripts/lib/service.ts, shared with the tests), on a free loopback port, with
- * this run's segment prefix (plus a per-instance part) and a state dir of its own under WORK. `env` overrides;
- * `nodeArgs` go before the script.
+ * this run's segment prefix (plus a per-instance part) and a state dir of its own under WORK (or, with
+ * `defaultStateDir`, where production keeps it: on /dev/shm). `env` overrides; `nodeArgs` go before the script.
  */
-export async function startService (env = {}, { nodeArgs = [], label = 'svc', script } = {}) {
+export async function startService (env = {}, { nodeArgs = [], label = 'svc', script, defaultStateDir = false } = {}) {
   const n = ++serviceCount
   const prefix = `${RUN_PREFIX}${n}_`
   const svc = await start({
     TENSORSHM_PORT: String(await freePort()),
     TENSORSHM_SEGMENT_PREFIX: prefix,
-    TENSORSHM_STATE_DIR: mkdtempSync(join(WORK, `state-${n}-`)),
+    ...(defaultStateDir ? {} : { TENSORSHM_STATE_DIR: mkdtempSync(join(WORK, `state-${n}-`)) }),
     TENSORSHM_LOG_LEVEL: 'warn',
     ...env
   }, { nodeArgs, script, logFile: join(WORK, `service-${n}-${label}.log`) })
@@ -217,8 +217,14 @@ export function rssSampler (pid, everyMs = 5) {
 
 // ------------------------------------------------------------------------------------------------ cleanup
 
+/** Where a service keeps its journal by default (src/config.ts), under which a run's state dirs are named by prefix. */
+const DEFAULT_STATE_PARENT = `.tensorshm-${process.getuid()}`
+
 export function shmLeftovers () {
-  return readdirSync(SHM).filter((n) => n.startsWith(RUN_PREFIX))
+  const top = readdirSync(SHM).filter((n) => n.startsWith(RUN_PREFIX))
+  let state = []
+  try { state = readdirSync(join(SHM, DEFAULT_STATE_PARENT)).filter((n) => n.startsWith(RUN_PREFIX)).map((n) => join(DEFAULT_STATE_PARENT, n)) } catch {}
+  return [...top, ...state]
 }
 
 export function shmFile (suffix) {

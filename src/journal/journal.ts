@@ -34,6 +34,10 @@ export class Journal {
   #torn: boolean
   #compactScheduled = false
   #closed = false
+  /** Lines waiting for the group write, and the callers waiting for them to be written. */
+  #batch: string[] = []
+  #waiting: Array<{ resolve: () => void, reject: (err: unknown) => void }> = []
+  #flushScheduled = false
   #state: JournalState | undefined
   /** Files that are ours but no live segment, as recovery would have to find them now. */
   readonly limbo = new Map<string, Identity | null>()
@@ -91,20 +95,31 @@ export class Journal {
     this.#append({ op: 'intent', names })
   }
 
-  created (records: SegmentRecord[]): void {
-    this.#append({ op: 'create', records: records.map(store) })
+  /** Resolves once the records are written (with the rest of this event-loop turn's lines): the client hears of them after. */
+  async created (records: SegmentRecord[]): Promise<void> {
+    const written = this.#appendLater({ op: 'create', records: records.map(store) })
     for (const r of records) this.limbo.delete(r.name)
+    await written
   }
 
   /** Before the files are touched: each released name (and where it is about to be moved) becomes limbo. */
   released (records: SegmentRecord[], moves: Map<string, string>): void {
+    this.#append(this.#releasing(records, moves))
+  }
+
+  /** The same, written with the rest of this event-loop turn's lines: touch the files once it resolves. */
+  async releasedLater (records: SegmentRecord[], moves: Map<string, string>): Promise<void> {
+    await this.#appendLater(this.#releasing(records, moves))
+  }
+
+  #releasing (records: SegmentRecord[], moves: Map<string, string>): Op {
     for (const r of records) {
       const id = { ino: r.ino, dev: r.dev }
       this.limbo.set(r.name, id)
       const to = moves.get(r.name)
       if (to !== undefined) this.limbo.set(to, id)
     }
-    this.#append(moves.size === 0 ? { op: 'release', names: records.map((r) => r.name) } : { op: 'release', names: records.map((r) => r.name), moves: Object.fromEntries(moves) })
+    return moves.size === 0 ? { op: 'release', names: records.map((r) => r.name) } : { op: 'release', names: records.map((r) => r.name), moves: Object.fromEntries(moves) }
   }
 
   /** Before a file in limbo is renamed. */
@@ -144,6 +159,8 @@ export class Journal {
    */
   compact (): boolean {
     if (this.#closed || this.#state === undefined) return false
+    // A line still waiting for its group write announces a step not taken yet: the snapshot would lose it.
+    if (this.#batch.length > 0) { this.#scheduleCompaction(); return false }
     const ops: Op[] = [...this.#state.owners()].map(([namespace, owner]) => ({ op: 'own', namespace, owner }))
     let chunk: SegmentRecord[] = []
     for (const r of this.#state.records()) {
@@ -179,31 +196,66 @@ export class Journal {
   /** An instance that ends with nothing to remember leaves no journal behind. */
   close (empty: boolean): void {
     if (this.#closed) return
+    this.#flush()
     this.#closed = true
     closeSync(this.#fd)
     if (empty) this.dir.unlink(FILE)
     this.dir.close(empty)
   }
 
-  /** Writes one line; a `critical` one throws when it cannot be written, since what it announces must not happen then. */
+  /** Writes one line now, after any waiting for the group write; a `critical` one throws when it cannot be written, since what it announces must not happen then. */
   #append (op: Op, critical = true): void {
     // After close, only a last-resort synchronous shutdown writes, and its records are gone with the files anyway.
     if (this.#closed) return
-    const line = (this.#torn ? '\n' : '') + JSON.stringify(op) + '\n'
+    this.#batch.push(JSON.stringify(op))
     try {
-      this.#bytes += writeAll(this.#fd, line)
+      this.#flush(true)
+    } catch (err) {
+      if (critical) throw err
+      this.onError(err, op.op)
+    }
+  }
+
+  /**
+   * Group commit: lines from one event-loop turn go out in one write, after the turn. Callers wait for it before
+   * the step the line announces, and before they answer, so nothing a client was told can be lost to a SIGKILL.
+   */
+  async #appendLater (op: Op): Promise<void> {
+    if (this.#closed) return
+    this.#batch.push(JSON.stringify(op))
+    const written = new Promise<void>((resolve, reject) => { this.#waiting.push({ resolve, reject }) })
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      setImmediate(() => { this.#flushScheduled = false; this.#flush() })
+    }
+    await written
+  }
+
+  /** Writes the waiting lines; their waiters hear how it went. `rethrow` for a caller that must hear it too. */
+  #flush (rethrow = false): void {
+    if (this.#batch.length === 0) return
+    const text = (this.#torn ? '\n' : '') + this.#batch.join('\n') + '\n'
+    const waiting = this.#waiting
+    this.#batch = []
+    this.#waiting = []
+    try {
+      this.#bytes += writeAll(this.#fd, text)
       this.#torn = false
     } catch (err) {
       this.#torn = true
-      if (critical) throw err
-      this.onError(err, op.op)
+      for (const w of waiting) w.reject(err)
+      if (rethrow) throw err
       return
     }
-    if (!this.#compactScheduled && this.#bytes > Math.max(COMPACT_MIN, 2 * this.#snapshotBytes)) {
-      // Never in the middle of an operation: the registry and the journal agree again once this turn is over.
-      this.#compactScheduled = true
-      setImmediate(() => { this.#compactScheduled = false; this.compact() })
-    }
+    for (const w of waiting) w.resolve()
+    if (this.#bytes > Math.max(COMPACT_MIN, 2 * this.#snapshotBytes)) this.#scheduleCompaction()
+  }
+
+  #scheduleCompaction (): void {
+    if (this.#compactScheduled) return
+    // Never in the middle of an operation: the registry and the journal agree again once this turn is over.
+    this.#compactScheduled = true
+    setImmediate(() => { this.#compactScheduled = false; this.compact() })
   }
 
   #lastByte (): number {
@@ -218,8 +270,12 @@ export class Journal {
   }
 }
 
+/** One write for the whole text, unless the kernel takes less (a full /dev/shm): then the rest, byte-exact. */
 function writeAll (fd: number, text: string): number {
+  const length = Buffer.byteLength(text)
+  const n = writeSync(fd, text)
+  if (n === length) return length
   const data = Buffer.from(text)
-  for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off)
+  for (let off = n; off < data.length;) off += writeSync(fd, data, off, data.length - off)
   return data.length
 }

@@ -1,13 +1,19 @@
 import { isSysError } from '../../native/sys-error.js'
-import { inspect, unlinkQuietly } from '../../native/segment-file.js'
-import { capacity, type Identity } from '../../native/shm.js'
+import { inspect, unlinkQuietly, type Expected } from '../../native/segment-file.js'
+import { capacity, close, stat, type Identity, type Stat } from '../../native/shm.js'
 import type { Config } from '../config.js'
 import type { SegmentFiles } from './files.js'
 import type { Handles } from './handles.js'
 import { expiry } from './lease.js'
 import { overQuota, type Planned, type QuotaReason } from './plan.js'
-import type { SegmentPool } from './pool.js'
+import type { PoolEntry, SegmentPool } from './pool.js'
 import { pagesOf, type SegmentRegistry, type SegmentRecord } from './registry.js'
+
+/**
+ * statfs costs a syscall per create; what others put on /dev/shm in this window is caught by posix_fallocate
+ * (reserve on), and the check was a race with them anyway.
+ */
+const CAPACITY_TTL_MS = 20
 
 /** A create that cannot go ahead, and why, for the metrics. */
 export class Refused extends Error {
@@ -22,23 +28,53 @@ export class Refused extends Error {
 export class Allocator {
   #pendingCount = 0
   #pendingPages = 0
+  #freeCache = 0
+  #freeAt = -Infinity
 
   constructor (private readonly config: Config, private readonly registry: SegmentRegistry, private readonly pool: SegmentPool,
     private readonly files: SegmentFiles, private readonly handles: Handles, private readonly pageSize: number) {}
 
+  /**
+   * Journals every record before the client can hear of it. Fresh files are intended first (recovery unlinks
+   * what a SIGKILL leaves of them); a kept file is renamed only after its record is written, so recovery finds
+   * it either under the new name, adopted, or under its pool name, in limbo, and unlinks it.
+   */
   async allocate (planned: Planned[], namespace: string, ttl: number, owner: string | null): Promise<SegmentRecord[]> {
     const pages = planned.reduce((n, p) => n + pagesOf(p.size, this.pageSize), 0)
     this.#checkQuota(planned.length, pages, namespace)
     this.#pendingCount += planned.length
     this.#pendingPages += pages
-    const names = planned.map(() => this.files.newName())
+    const kept: Array<Kept | undefined> = []
     const made: SegmentRecord[] = []
+    const names = planned.map(() => this.files.newName())
+    let journaled = false
     try {
-      this.files.intend(names)
-      for (const [i, item] of planned.entries()) made.push(await this.#createOne(names, i, namespace, item, ttl, owner))
+      for (const p of planned) {
+        const taking = this.pool.take(owner, namespace, p.size)
+        kept.push(taking === undefined ? undefined : this.#checked(await taking, p.size))
+      }
+      const fresh = planned.flatMap((_, i) => kept[i] === undefined ? [i] : [])
+      if (fresh.length > 0) this.files.intend(fresh.map((i) => names[i] as string))
+      for (const [i, item] of planned.entries()) {
+        const from = kept[i]
+        const id = from ?? await this.#fresh(names, i, item.size)
+        made.push(record(names[i] as string, namespace, item, id, ttl, owner))
+      }
+      await this.files.created(made)
+      journaled = true
+      for (const [i, from] of kept.entries()) {
+        if (from === undefined) continue
+        this.files.rename(from.name, names[i] as string)
+        kept[i] = undefined
+        from.close()
+        this.files.settled([from.name])
+      }
+      this.#freeCache -= fresh.reduce((n, i) => n + pagesOf((planned[i] as Planned).size, this.pageSize), 0)
       return made
     } catch (err) {
-      for (const r of made) unlinkQuietly(r.name)
+      for (const from of kept) if (from !== undefined) { from.close(); this.files.discard(from.name, from, from.size) }
+      for (const r of made) if (!kept.some((k) => k !== undefined && k.ino === r.ino && k.dev === r.dev)) unlinkQuietly(r.name)
+      if (journaled) this.files.forgot(made.map((r) => r.name))
       this.files.settled(names)
       throw err
     } finally {
@@ -54,29 +90,28 @@ export class Allocator {
         segments: this.registry.count + this.#pendingCount + pool.segments,
         pages: this.registry.pages + this.#pendingPages + pool.pages + this.handles.heldPages + this.files.unlinkingPages,
         inNamespace: this.registry.countIn(namespace),
-        free: capacity().free - this.#pendingPages
+        free: this.#free() - this.#pendingPages
       }
     }
     let over = overQuota(count, pages, namespace, usage(), this.config)
     if (over !== undefined && over.reason !== 'namespace_segments') {
-      // Kept segments are ours to give back: make room with them before refusing anyone.
+      // Kept segments are ours to give back: make room with them before refusing anyone, on a fresh statfs.
+      this.#freeAt = -Infinity
       const u = usage()
       this.pool.evict(u.pages + pages - (this.config.maxTotalBytes || Infinity), u.segments + count - this.config.maxSegments)
       if (over.reason === 'capacity') this.pool.evict(pages - u.free, 0)
+      this.#freeAt = -Infinity
       over = overQuota(count, pages, namespace, usage(), this.config)
     }
     if (over !== undefined) throw new Refused(over.reason, over.error)
   }
 
-  async #createOne (names: string[], i: number, namespace: string, { key, index, spec, size }: Planned, ttl: number, owner: string | null): Promise<SegmentRecord> {
+  /** A fresh file under names[i]; 64 random bits collide only with a file someone placed on purpose: draw again, a few times. */
+  async #fresh (names: string[], i: number, size: number): Promise<Identity> {
     for (let attempt = 0; ; attempt++) {
-      const name = names[i] as string
       try {
-        const id = (attempt === 0 ? await this.#fromPool(owner, namespace, size, name) : undefined) ?? await this.files.create(name, size)
-        const createdAt = Date.now()
-        return { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
+        return await this.files.create(names[i] as string, size)
       } catch (err) {
-        // 64 random bits collide only with a file someone placed on purpose: draw again, a few times.
         if (!isSysError(err, 'EEXIST') || attempt >= 3) throw err
         names[i] = this.files.newName()
         this.files.intend([names[i] as string])
@@ -84,20 +119,41 @@ export class Allocator {
     }
   }
 
-  /** A kept segment of this owner, root and size, renamed to `name`; undefined when there is none to reuse. */
-  async #fromPool (owner: string | null, namespace: string, size: number, name: string): Promise<Identity | undefined> {
-    const entry = await this.pool.take(owner, namespace, size)
-    if (entry === undefined) return undefined
-    const found = inspect(entry.name, this.files.expected(entry))
-    // A file someone linked elsewhere or truncated could show the next user's data, or fault: not reused.
-    if (found.kind !== 'ours' || found.stat.nlink !== 1 || found.stat.size !== size) { this.files.discard(entry.name, entry, entry.size); return undefined }
-    try {
-      this.files.rename(entry.name, name)
-    } catch (err) {
-      this.files.discard(entry.name, entry, entry.size)
-      throw err
-    }
-    this.files.settled([entry.name])
-    return { ino: entry.ino, dev: entry.dev }
+  /** Free bytes on /dev/shm, from statfs at most every CAPACITY_TTL_MS and less what was created since. */
+  #free (): number {
+    const now = Date.now()
+    if (now - this.#freeAt > CAPACITY_TTL_MS) { this.#freeCache = capacity().free; this.#freeAt = now }
+    return this.#freeCache
   }
+
+  /** A kept segment, checked to be still ours, unlinked and whole; undefined when it is not (it is then dropped). */
+  #checked (entry: PoolEntry | undefined, size: number): Kept | undefined {
+    if (entry === undefined) return undefined
+    // A client that kept an fd (or a link) could still truncate or read the file: such a file is not reused.
+    const stat = entry.fd !== undefined ? statQuietly(entry.fd) : inspectStat(entry.name, this.files.expected(entry))
+    if (stat === undefined || !stat.regular || stat.ino !== entry.ino || stat.dev !== entry.dev || stat.nlink !== 1 || stat.size !== size) {
+      if (entry.fd !== undefined) close(entry.fd)
+      this.files.discard(entry.name, entry, entry.size)
+      return undefined
+    }
+    const fd = entry.fd
+    return { ...entry, close: () => { if (fd !== undefined) close(fd) } }
+  }
+}
+
+/** A pool entry taken for a create: its descriptor (if the pool kept one) closes once the file has its new name. */
+interface Kept extends PoolEntry { close: () => void }
+
+function statQuietly (fd: number): Stat | undefined {
+  try { return stat(fd) } catch { return undefined }
+}
+
+function inspectStat (name: string, expected: Expected): Stat | undefined {
+  const found = inspect(name, expected)
+  return found.kind === 'ours' ? found.stat : undefined
+}
+
+function record (name: string, namespace: string, { key, index, spec, size }: Planned, id: Identity, ttl: number, owner: string | null): SegmentRecord {
+  const createdAt = Date.now()
+  return { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
 }

@@ -2,7 +2,7 @@ import { createSegment, inspect, unlinkIfOurs, unlinkQuietly, type CreateOptions
 import * as shm from '../../native/shm.js'
 import type { Journal } from '../journal/journal.js'
 import type { Logger } from './logger.js'
-import { pagesOf } from './registry.js'
+import { pagesOf, type SegmentRecord } from './registry.js'
 
 /** Files at least this large are freed off the event loop (unlink frees tmpfs pages inside the syscall). */
 export const ASYNC_UNLINK_BYTES = 16 << 20
@@ -30,6 +30,16 @@ export class SegmentFiles {
   /** Before any of `names` exists. */
   intend (names: string[]): void {
     this.journal.intend(names)
+  }
+
+  /** Live segments, before the client hears of them (and before a kept file takes its new name). */
+  async created (records: SegmentRecord[]): Promise<void> {
+    await this.journal.created(records)
+  }
+
+  /** Records that will not be: their files are gone (not critical, recovery would find them missing). */
+  forgot (names: string[]): void {
+    this.journal.forgot(names)
   }
 
   /** Files in limbo that are gone for good (unlinked, or taken into a live segment). */

@@ -5,7 +5,13 @@ import type { Logger } from './logger.js'
 import { namespaceRoot } from './namespace.js'
 import { pagesOf } from './registry.js'
 
-export interface PoolEntry extends Identity { name: string, size: number, key: string }
+export interface PoolEntry extends Identity {
+  name: string
+  size: number
+  key: string
+  /** The file, open read-write and checked to be ours when it was released: reuse needs no second open. */
+  fd?: number | undefined
+}
 
 interface Pooled extends PoolEntry {
   since: number
@@ -14,6 +20,7 @@ interface Pooled extends PoolEntry {
   clean: boolean
   /** Left the pool unused (evicted, trimmed, closed): not worth zeroing any more. */
   dropped: boolean
+  zeroing: boolean
 }
 
 /** What the pool needs done to files; each is journaled by the caller before it happens. */
@@ -33,6 +40,8 @@ export interface PoolFiles {
 const MAX_PER_KEY = 4
 /** Files kept at most, whatever their size: a release of thousands of tiny segments does not all go to the pool. */
 const MAX_ENTRIES = 1024
+/** Kept files that keep their descriptor open (the rest are opened again by name); a small share of the fd budget. */
+const MAX_HELD_FDS = 64
 /** Files zeroed at once: each holds an fd, and a mass release must not open thousands of them together. */
 const ZEROING = 2
 
@@ -46,12 +55,15 @@ export interface PoolFigures { segments: number, bytes: number, pages: number, h
  */
 export class SegmentPool {
   readonly #lists = new Map<string, Pooled[]>()
+  /** Every entry, oldest first (entries are added in time order): eviction and trimming never scan the pool. */
+  readonly #all = new Set<Pooled>()
   /** Spares being made, by key: the promise, and the name the file will have. */
   readonly #growing = new Map<string, { done: Promise<void>, name: string }>()
   #closed = false
   /** Released files waiting for their turn to be zeroed, and how many are being zeroed now. */
   readonly #queue: Array<{ entry: Pooled, settle: (clean: boolean) => void }> = []
   #zeroing = 0
+  #heldFds = 0
   #bytes = 0
   #pages = 0
   #count = 0
@@ -77,30 +89,40 @@ export class SegmentPool {
   /** Takes a released segment, already renamed to `entry.name`; older ones go to make room. */
   admit (entry: PoolEntry): void {
     while ((this.#bytes + entry.size > this.maxBytes || this.#count >= MAX_ENTRIES) && this.#count > 0) this.#evictOldest()
-    const pooled: Pooled = { ...entry, since: Date.now(), ready: Promise.resolve(false), clean: false, dropped: false }
+    const pooled: Pooled = { ...entry, since: Date.now(), ready: Promise.resolve(false), clean: false, dropped: false, zeroing: false }
+    if (pooled.fd !== undefined && this.#heldFds >= MAX_HELD_FDS) { close(pooled.fd); pooled.fd = undefined }
+    if (pooled.fd !== undefined) this.#heldFds++
     pooled.ready = new Promise((resolve) => { this.#queue.push({ entry: pooled, settle: resolve }) })
     this.#add(pooled)
     this.#pump()
   }
 
-  /** A kept, zeroed segment for this owner, namespace root and size, taken out of the pool; undefined when there is none. */
-  async take (owner: string | null, namespace: string, size: number): Promise<PoolEntry | undefined> {
+  /**
+   * A kept, zeroed segment for this owner, namespace root and size, taken out of the pool (once it is zeroed);
+   * undefined, at once, when there is none: a create of many fresh tensors does not wait a turn for each.
+   */
+  take (owner: string | null, namespace: string, size: number): Promise<PoolEntry | undefined> | undefined {
     const key = SegmentPool.key(owner, namespace, size)
-    const list = this.#lists.get(key) ?? []
-    const entry = list.find((e) => e.clean) ?? list[0]
+    const list = this.#lists.get(key)
+    const entry = list?.find((e) => e.clean) ?? list?.[0]
     if (entry === undefined) { this.#misses++; return undefined }
     // Only dirty ones left: this key reallocates faster than its pages are zeroed, so keep a spare ready for it.
     if (!entry.clean) this.#grow(key, size)
     this.#forget(entry)
-    if (await entry.ready) { this.#hits++; return entry }
-    this.files.drop(entry)
-    this.#misses++
-    return undefined
+    return entry.ready.then((clean) => {
+      if (clean) { this.#hits++; return this.#handOver(entry) }
+      this.files.drop(this.#handOver(entry))
+      this.#misses++
+      return undefined
+    })
   }
 
   /** Unlinks what has waited longer than the idle time. */
   trim (now = Date.now()): void {
-    for (const e of this.#entries()) if (now - e.since > this.idleMs) this.#drop(e)
+    for (const e of this.#all) {
+      if (now - e.since <= this.idleMs) break
+      this.#drop(e)
+    }
   }
 
   /** Gives back pages and files until `pages` and `segments` more have been freed, or the pool is empty. */
@@ -133,13 +155,14 @@ export class SegmentPool {
   }
 
   #entries (): Pooled[] {
-    return [...this.#lists.values()].flat()
+    return [...this.#all]
   }
 
   #add (entry: Pooled): void {
     const list = this.#lists.get(entry.key) ?? []
     list.push(entry)
     this.#lists.set(entry.key, list)
+    this.#all.add(entry)
     this.#bytes += entry.size
     this.#pages += pagesOf(entry.size, this.pageSize)
     this.#count++
@@ -152,7 +175,7 @@ export class SegmentPool {
     const growing = { done: Promise.resolve(), name }
     growing.done = this.files.spare(name, size)
       .then((id) => {
-        const entry: Pooled = { ...id, name, size, key, since: Date.now(), ready: Promise.resolve(true), clean: true, dropped: false }
+        const entry: Pooled = { ...id, name, size, key, since: Date.now(), ready: Promise.resolve(true), clean: true, dropped: false, zeroing: false }
         if (this.#closed) this.files.drop(entry)
         else this.#add(entry)
       })
@@ -162,8 +185,7 @@ export class SegmentPool {
   }
 
   #evictOldest (): number {
-    let oldest: Pooled | undefined
-    for (const e of this.#entries()) if (oldest === undefined || e.since < oldest.since) oldest = e
+    const oldest = this.#all.values().next().value
     if (oldest === undefined) return 0
     this.#drop(oldest)
     return pagesOf(oldest.size, this.pageSize)
@@ -172,7 +194,19 @@ export class SegmentPool {
   #drop (entry: Pooled): void {
     entry.dropped = true
     this.#forget(entry)
+    // One being zeroed keeps its fd until the zeroing ends and finds it dropped; its name goes now all the same.
+    if (!entry.zeroing) {
+      const { fd } = this.#handOver(entry)
+      if (fd !== undefined) close(fd)
+    }
     this.files.drop(entry)
+  }
+
+  /** The entry's fd, if it still has one, now belongs to whoever takes the entry. */
+  #handOver (entry: Pooled): PoolEntry {
+    const { fd } = entry
+    if (fd !== undefined) { entry.fd = undefined; this.#heldFds-- }
+    return { name: entry.name, ino: entry.ino, dev: entry.dev, size: entry.size, key: entry.key, fd }
   }
 
   #forget (entry: Pooled): void {
@@ -181,6 +215,7 @@ export class SegmentPool {
     if (list === undefined || i < 0) return
     list.splice(i, 1)
     if (list.length === 0) this.#lists.delete(entry.key)
+    this.#all.delete(entry)
     this.#bytes -= entry.size
     this.#pages -= pagesOf(entry.size, this.pageSize)
     this.#count--
@@ -197,19 +232,28 @@ export class SegmentPool {
   }
 
   async #zero (entry: Pooled): Promise<boolean> {
+    entry.zeroing = true
+    let fd = entry.fd
     try {
-      const found = probe(entry.name, this.files.expected(entry), true)
-      if (found.kind !== 'ours') return false
-      try {
-        await zeroFill(found.fd, entry.size)
-      } finally {
-        close(found.fd)
+      if (fd === undefined) {
+        const found = probe(entry.name, this.files.expected(entry), true)
+        if (found.kind !== 'ours') return false
+        fd = found.fd
       }
+      await zeroFill(fd, entry.size)
       entry.clean = true
       return true
     } catch (err) {
       this.log.warn({ err, segment: entry.name }, 'could not zero a pooled segment')
       return false
+    } finally {
+      entry.zeroing = false
+      if (!entry.dropped && entry.clean && (entry.fd !== undefined || this.#heldFds < MAX_HELD_FDS)) {
+        if (entry.fd === undefined) { entry.fd = fd; this.#heldFds++ }
+      } else {
+        if (entry.fd !== undefined) { entry.fd = undefined; this.#heldFds-- }
+        if (fd !== undefined) close(fd)
+      }
     }
   }
 }

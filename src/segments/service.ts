@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events'
-import { inspect, unlinkIfOurs, unlinkQuietly } from '../../native/segment-file.js'
+import { inspect, unlinkIfOurs } from '../../native/segment-file.js'
 import { capacity, openFileLimit } from '../../native/shm.js'
 import { OPERATOR, ownerOf, sees, type Caller } from './caller.js'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
-import { ASYNC_UNLINK_BYTES, SegmentFiles } from './files.js'
+import { SegmentFiles } from './files.js'
 import { Allocator, Refused } from './allocator.js'
 import { Handles, type Handle } from './handles.js'
 import type { Journal } from '../journal/journal.js'
@@ -15,7 +15,8 @@ import { namespaceRoot } from './namespace.js'
 import { Owners } from './owners.js'
 import { plan, type CreateRequest, type QuotaReason } from './plan.js'
 import { SegmentPool, type PoolFigures } from './pool.js'
-import { pagesOf, SegmentRegistry, type SegmentRecord } from './registry.js'
+import { SegmentRegistry, type SegmentRecord } from './registry.js'
+import { Releaser } from './releaser.js'
 
 export type { CreateRequest } from './plan.js'
 export type { Handle } from './handles.js'
@@ -61,6 +62,7 @@ export class SegmentService extends EventEmitter<Events> {
   /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
   readonly #pending = new Set<string>()
   readonly #allocator: Allocator
+  readonly #releaser: Releaser
   readonly #pageSize: number
   readonly #newName: () => string
   #closing = false
@@ -83,6 +85,7 @@ export class SegmentService extends EventEmitter<Events> {
     const limit = openFileLimit()
     this.#handles = new Handles(Math.max(1, Math.min(config.maxOpenSegments, limit === undefined ? Infinity : Math.floor(limit / 2))))
     this.#owners = new Owners(journal, (root) => this.#registry.holdsRoot(root))
+    this.#releaser = new Releaser(this.#registry, files, this.#pool, this.#handles, journal, this.#newName, this.#pageSize, log)
     this.#allocator = new Allocator(config, this.#registry, this.#pool, files, this.#handles, this.#pageSize)
     journal.attach({ records: () => this.#registry.values(), owners: () => this.#owners.snapshot() })
   }
@@ -138,12 +141,6 @@ export class SegmentService extends EventEmitter<Events> {
       for (const key of keys) this.#pending.add(`${namespace}\0${key}`)
       reserved = true
       made = await this.#allocator.allocate(planned, namespace, request.ttl_seconds ?? this.config.defaultTtl, owner)
-      try {
-        this.journal.created(made)
-      } catch (err) {
-        for (const r of made) unlinkQuietly(r.name)
-        throw err
-      }
       for (const r of made) this.#registry.add(r)
     } catch (err) {
       if (err instanceof Refused) { this.emit('rejected', err.reason); throw err.error }
@@ -184,9 +181,9 @@ export class SegmentService extends EventEmitter<Events> {
     return this.#handles.open(record, writable, this.#files.expected(record), () => { this.forget([record], 'vanished') })
   }
 
-  release (name: string, caller: Caller): SegmentRecord {
+  async release (name: string, caller: Caller): Promise<SegmentRecord> {
     const record = this.find(name, caller)
-    this.#release([record], 'client')
+    await this.#releaseGrouped([record], 'client')
     return record
   }
 
@@ -314,58 +311,34 @@ export class SegmentService extends EventEmitter<Events> {
     this.journal.close(this.#registry.count === 0 && this.journal.limbo.size === 0)
   }
 
-  /**
-   * Each record leaves the registry; its file (if it is still ours) is kept for reuse, unlinked off the event loop
-   * when large, or unlinked at once. The journal hears of every step before it happens.
-   */
+  /** A release whose journal line is written now: for the sweeper, shutdown and whole namespaces. */
   #release (records: SegmentRecord[], reason: ReleaseReason): void {
     if (records.length === 0) return
-    type Action = 'none' | 'pool' | 'reap' | 'unlink' | 'later'
-    const moves = new Map<string, string>()
-    const plans = records.map((r): { r: SegmentRecord, action: Action } => {
-      try {
-        const found = inspect(r.name, this.#files.expected(r))
-        if (found.kind !== 'ours') return { r, action: 'none' }
-        // A segment still being read keeps its pages through the reader's fd; it is never recycled under it.
-        const keep = reason !== 'shutdown' && !this.#handles.busy(r.name) && this.#pool.wants(r.size, found.stat)
-        const action: Action = keep ? 'pool' : r.size >= ASYNC_UNLINK_BYTES ? 'reap' : 'unlink'
-        if (action !== 'unlink') moves.set(r.name, this.#newName())
-        return { r, action }
-      } catch (err) {
-        // Out of descriptors, say: the file stays in limbo, counted, and a sweep unlinks it when it can look at it.
-        this.log.warn({ err, segment: r.name }, 'could not look at a released segment; it goes at the next sweep')
-        return { r, action: 'later' }
-      }
-    })
+    const plan = this.#releaser.plan(records, reason === 'shutdown')
+    this.#releaser.detach(plan)
     try {
-      this.journal.released(records, moves)
+      this.journal.released(records, plan.moves)
     } catch (err) {
-      // Nothing is moved that the journal does not know of: without it, the files are simply unlinked now.
-      this.log.warn({ err }, 'the journal cannot record a release; unlinking on the event loop')
-      moves.clear()
-      for (const p of plans) if (p.action !== 'none' && p.action !== 'later') p.action = 'unlink'
+      this.#releaser.unjournaled(plan, err)
     }
-    for (const { r, action } of plans) {
-      this.#registry.delete(r.name)
-      if (this.#handles.busy(r.name)) this.#handles.hold(r.name, pagesOf(r.size, this.#pageSize))
-      const to = moves.get(r.name)
-      try {
-        if (action === 'pool' && to !== undefined) {
-          this.#files.rename(r.name, to)
-          this.journal.settled(r.name)
-          this.#pool.admit({ name: to, ino: r.ino, dev: r.dev, size: r.size, key: SegmentPool.key(r.owner, r.namespace, r.size) })
-        } else if (action === 'reap' && to !== undefined) {
-          this.#files.discard(r.name, r, r.size, to)
-        } else if (action === 'later') {
-          this.#files.defer(r.name, r, r.size)
-        } else {
-          if (action === 'unlink') unlinkQuietly(r.name)
-          this.journal.settled(r.name)
-        }
-      } catch (err) {
-        this.log.warn({ err, segment: r.name }, 'could not unlink a released segment')
-      }
+    this.#releaser.apply(plan)
+    this.#released(records, reason)
+  }
+
+  /** The same, with the journal line in this event-loop turn's group write (see Journal): one client's release. */
+  async #releaseGrouped (records: SegmentRecord[], reason: ReleaseReason): Promise<void> {
+    const plan = this.#releaser.plan(records, false)
+    this.#releaser.detach(plan)
+    try {
+      await this.journal.releasedLater(records, plan.moves)
+    } catch (err) {
+      this.#releaser.unjournaled(plan, err)
     }
+    this.#releaser.apply(plan)
+    this.#released(records, reason)
+  }
+
+  #released (records: SegmentRecord[], reason: ReleaseReason): void {
     for (const root of new Set(records.map((r) => namespaceRoot(r.namespace)))) this.#owners.released(root)
     this.emit('released', records, reason)
   }

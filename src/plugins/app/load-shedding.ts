@@ -23,10 +23,10 @@ export default fp(async (fastify) => {
     histogram.reset()
   }, SAMPLE_MS).unref()
   fastify.addHook('onClose', async () => { clearInterval(timer); histogram.disable() })
-  fastify.addHook('onRequest', async (request, reply) => {
-    if (delay <= maxEventLoopDelay || request.url === '/healthz') return
+  fastify.addHook('onRequest', (request, reply, done) => {
+    if (delay <= maxEventLoopDelay || request.url === '/healthz') { done(); return }
     request.log.warn({ delay }, 'shedding load')
     reply.header('retry-after', RETRY_AFTER)
-    throw new errors.Overloaded(`the service is overloaded (event loop delay ${Math.round(delay)} ms); retry after ${RETRY_AFTER} s`)
+    done(new errors.Overloaded(`the service is overloaded (event loop delay ${Math.round(delay)} ms); retry after ${RETRY_AFTER} s`))
   })
 }, { name: 'load-shedding', dependencies: ['config'] })

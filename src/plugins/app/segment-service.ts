@@ -22,7 +22,11 @@ export default fp(async (fastify) => {
   fastify.decorate('sweeper', sweeper)
 
   // While closing, every request but liveness is refused in this API's format (Fastify's own 503 has no code).
-  fastify.addHook('onRequest', async (request) => { if (request.url !== '/healthz') service.assertOpen() })
+  fastify.addHook('onRequest', (request, _reply, done) => {
+    if (request.url === '/healthz') { done(); return }
+    try { service.assertOpen() } catch (err) { done(err as Error); return }
+    done()
+  })
 
   // After every plugin has subscribed to the service's events, so that what recovery drops is counted.
   fastify.addHook('onReady', async () => {

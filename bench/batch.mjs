@@ -1,0 +1,50 @@
+// Benchmark 1, target 4: one request creating 64 tensors of 64 KiB, with the service's defaults. The service's CPU
+// for that request (all its threads, from /proc/<pid>/task/*/schedstat, in ns) divided by 64, against the kernel's
+// part of one tensor timed in a loop without HTTP (lib/floor.mjs). Each request under a namespace root of its own,
+// so that all 64 files are made fresh (O_EXCL open, fchmod, ftruncate, posix_fallocate, fstat, close); and, for
+// information, all under one root, so that after the first round the 64 come from the pool (fstat, rename, close).
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { BENCH_DIR, json, median, request, RUN_PREFIX, runJson, sleep, startService } from './lib/common.mjs'
+
+const TENSORS = 64
+const SIZE = 65536
+
+/** On-CPU time of every thread of `pid` so far, in µs. */
+function threadsCpuUs (pid) {
+  let ns = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try { ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) } catch {}
+  }
+  return ns / 1000
+}
+
+const body = (namespace) => ({ namespace, tensors: Object.fromEntries(Array.from({ length: TENSORS }, (_, k) => [`t${k}`, { shape: [SIZE], dtype: 'uint8' }])) })
+
+async function perTensor (svc, { iters, warmup, namespace }) {
+  const samples = []
+  for (let i = 0; i < warmup + iters; i++) {
+    const ns = namespace(i)
+    const before = threadsCpuUs(svc.pid)
+    await json(svc.port, 'POST', '/v1/segments', body(ns), 201)
+    const after = threadsCpuUs(svc.pid)
+    if (i >= warmup) samples.push((after - before) / TENSORS)
+    const res = await request(svc.port, 'DELETE', `/v1/segments?namespace=${ns}`)
+    if (res.status !== 200) throw new Error(`DELETE namespace: ${res.status}`)
+    // Released files are zeroed for the pool right after the answer: that work belongs to the release, not the next create.
+    await sleep(5)
+  }
+  return { median: median(samples), p90: [...samples].sort((a, b) => a - b)[Math.floor(samples.length * 0.9)] }
+}
+
+export async function runBatch ({ iters = 100, warmup = 10 } = {}) {
+  const floor = await runJson(process.execPath, [join(BENCH_DIR, 'lib/floor.mjs'), JSON.stringify({ prefix: `${RUN_PREFIX}floor_`, n: 512, blocks: 5, size: SIZE })])
+  const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'batch', defaultStateDir: true })
+  try {
+    const f = await perTensor(svc, { iters, warmup, namespace: (i) => `batch${i}/x` })
+    const p = await perTensor(svc, { iters, warmup, namespace: (i) => `batch/${i}` })
+    return { floor, fresh: f, pooled: p, ratioFresh: f.median / floor.freshCreate, ratioPooled: p.median / floor.pooledCreate, tensors: TENSORS, size: SIZE }
+  } finally {
+    await svc.stop()
+  }
+}

@@ -1,0 +1,106 @@
+// The kernel's part of what the service does, timed in a loop without HTTP: the same libc calls through the
+// service's own native layer (dist/native), on real /dev/shm files of this run's prefix. Prints JSON: CPU µs (user +
+// system, this process) per operation, the median of `blocks` blocks of `n` operations. Nothing is left behind.
+//   node floor.mjs '{"prefix": "...", "n": 500, "blocks": 5, "size": 65536}'
+import { randomBytes } from 'node:crypto'
+import { zeroFill } from '../../dist/native/io.js'
+import { chmod, close, createExclusive, open, rename, reserve, stat, truncate, unlink } from '../../dist/native/shm.js'
+
+const { prefix, n = 500, blocks = 5, size = 65536 } = JSON.parse(process.argv[2])
+const name = () => prefix + randomBytes(8).toString('hex')
+const made = new Set()
+
+function cpuUs (start) {
+  const c = process.cpuUsage(start)
+  return c.user + c.system
+}
+
+function fresh (to) {
+  const fd = createExclusive(to, 0o600)
+  made.add(to)
+  return fd
+}
+
+/** One tensor created as createSegment does it: O_EXCL open, fchmod, ftruncate, posix_fallocate, fstat, close. */
+async function freshCreate () {
+  const names = Array.from({ length: n }, name)
+  const t = process.cpuUsage()
+  for (const to of names) {
+    const fd = fresh(to)
+    chmod(fd, 0o600)
+    truncate(fd, size)
+    await reserve(fd, size)
+    stat(fd)
+    close(fd)
+  }
+  const us = cpuUs(t) / n
+  for (const to of names) { unlink(to); made.delete(to) }
+  return us
+}
+
+/** Kept files, zeroed and open, as the pool holds them: [name, fd]. */
+async function kept () {
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const from = name()
+    const fd = fresh(from)
+    truncate(fd, size)
+    await reserve(fd, size)
+    out.push([from, fd])
+  }
+  return out
+}
+
+/** One tensor taken from the pool: fstat of the kept fd, rename to the new name, close. */
+async function pooledCreate () {
+  const files = await kept()
+  const names = files.map(name)
+  const t = process.cpuUsage()
+  for (let i = 0; i < n; i++) {
+    const [from, fd] = files[i]
+    stat(fd)
+    rename(from, names[i])
+    close(fd)
+  }
+  const us = cpuUs(t) / n
+  for (let i = 0; i < n; i++) { unlink(names[i]); made.delete(files[i][0]); made.add(names[i]); made.delete(names[i]) }
+  return us
+}
+
+/** The pair of benchmark 1 with the pool: release (open, fstat, rename away, zero) and create (fstat, rename, close). */
+async function pooledPair () {
+  const files = await kept()
+  const live = files.map(([from, fd]) => { close(fd); const to = name(); rename(from, to); made.delete(from); made.add(to); return to })
+  const t = process.cpuUsage()
+  for (let i = 0; i < n; i++) {
+    const fd = open(live[i], true)
+    stat(fd)
+    const away = name()
+    rename(live[i], away)
+    await zeroFill(fd, size)
+    stat(fd)
+    const again = name()
+    rename(away, again)
+    close(fd)
+    made.delete(live[i])
+    live[i] = again
+    made.add(again)
+  }
+  const us = cpuUs(t) / n
+  for (const to of live) { unlink(to); made.delete(to) }
+  return us
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const out = {}
+try {
+  for (const [k, f] of Object.entries({ freshCreate, pooledCreate, pooledPair })) {
+    await f() // warm-up
+    const runs = []
+    for (let b = 0; b < blocks; b++) runs.push(await f())
+    out[k] = median(runs)
+  }
+} finally {
+  for (const f of made) { try { unlink(f) } catch {} }
+}
+console.log(JSON.stringify(out))

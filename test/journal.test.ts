@@ -1,0 +1,62 @@
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseDtype } from '../src/codecs/dtype.js'
+import { Journal } from '../src/journal/journal.js'
+import { StateDir } from '../src/journal/state-dir.js'
+import { newSegmentName } from '../src/segments/names.js'
+import type { SegmentRecord } from '../src/segments/registry.js'
+import { checkNoLeftovers, stateDir, suitePrefix } from './helpers/build.js'
+
+const prefix = suitePrefix('journal')
+
+function open (t: Parameters<typeof stateDir>[0]): { journal: Journal, lines: () => Array<{ op: string }> } {
+  const dir = stateDir(t)
+  const journal = Journal.open(StateDir.open(dir, process.geteuid?.() ?? 0), prefix, (err) => { throw err })
+  t.teardown(() => { journal.close(false) })
+  const lines = (): Array<{ op: string }> => readFileSync(join(dir, 'journal.jsonl'), 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { op: string })
+  return { journal, lines }
+}
+
+function record (n: number): SegmentRecord {
+  const dtype = parseDtype('uint8')
+  if (dtype === undefined) throw new Error('uint8 is a dtype')
+  return { name: newSegmentName(prefix), namespace: `ns/${n}`, key: 'x', index: null, shape: [8], dtype, nbytes: 8, size: 8, ino: BigInt(1000 + n), dev: 42n, createdAt: 1, ttl: 0, expiresAt: null, owner: null }
+}
+
+t.test('lines of one event-loop turn go out together after the turn, and their callers wait for them', async (t) => {
+  const { journal, lines } = open(t)
+  const [a, b] = [record(1), record(2)]
+  const created = journal.created([a])
+  const released = journal.releasedLater([b], new Map())
+  t.same(lines(), [], 'nothing is written while the turn runs')
+  await Promise.all([created, released])
+  t.same(lines().map((l) => l.op), ['create', 'release'], 'both, in order, once their callers resume')
+})
+
+t.test('a line written at once first writes what waits for the group write, so the order holds', async (t) => {
+  const { journal, lines } = open(t)
+  const waiting = journal.releasedLater([record(3)], new Map())
+  journal.intend([newSegmentName(prefix)])
+  t.same(lines().map((l) => l.op), ['release', 'intent'])
+  await waiting
+  t.same(lines().length, 2, 'and nothing twice')
+})
+
+t.test('no compaction while a line waits for its group write: a SIGKILL then would leave files nobody knows', async (t) => {
+  const { journal, lines } = open(t)
+  const live: SegmentRecord[] = []
+  journal.attach({ records: () => live, owners: () => new Map() })
+  const r = record(4)
+  journal.intend([r.name])
+  const written = journal.created([r])
+  // The record is not live yet and no longer in limbo: a snapshot now would drop the intent that names its file.
+  journal.compact()
+  t.ok(lines().some((l) => JSON.stringify(l).includes(r.name)), 'the file on disk still names it (recovery would unlink it)')
+  await written
+  live.push(r)
+  t.equal(journal.compact(), true, 'and compaction goes ahead once the line is out')
+  t.same(lines().map((l) => l.op), ['create'], 'the snapshot has the record')
+})
+
+checkNoLeftovers(t, prefix)
