@@ -65,3 +65,10 @@ def pickle_class(ours: type) -> Any:
     if cls is None:
         raise TypeError(f"{MODULE} is imported but has no {NAME}: cannot pickle under NOS's class path")
     return cls
+
+
+def imported_class(ours: type) -> type:
+    """NOS's class if ``nos.common.shm`` is imported already (never imports it), else ``ours``."""
+    module = sys.modules.get(MODULE)
+    cls = getattr(module, NAME, None) if module is not None else None
+    return cls if isinstance(cls, type) else ours

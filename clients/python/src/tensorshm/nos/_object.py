@@ -80,6 +80,12 @@ class SharedMemoryNumpyObject:
             raise TypeError(f"SharedMemoryNumpyObject state: a dict of name, shape and dtype, not {type(state).__name__}")
         self._bind(state, "r", None)
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105
+        # pickle checks that NEWOBJ's class is the object's __class__: beside NOS's own module, that is NOS's
+        # class, so that ours pickle as NOS's would (and isinstance(obj, NOS's class) holds). type() is unchanged.
+        return _classpath.imported_class(type(self))
+
     def __reduce_ex__(self, protocol: int) -> Any:
         cls = _classpath.pickle_class(type(self))
         if protocol >= 2:  # what object.__reduce_ex__ gives NOS's class: cls.__new__(cls), then BUILD
