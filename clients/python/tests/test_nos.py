@@ -13,7 +13,7 @@ import tensorshm
 from tensorshm.nos import (MismatchError, SharedMemoryDataDict, SharedMemoryNumpyObject,
                            SharedMemoryTransportManager, TensorSpec, TransportMismatch)
 
-from conftest import run_python
+from conftest import run_python, wait_until
 from nos_standin import STANDIN
 
 SPECS = {"images": [TensorSpec((2, 4, 3), "uint8")] * 2, "mask": TensorSpec((5,), np.float32), "prompt": "a cat"}
@@ -81,7 +81,9 @@ def test_a_decoder_with_plain_shared_memory_loses_the_segment_so_the_test_above_
     run_python(STANDIN + "\nimport json, pickle, sys\nreq = json.load(sys.stdin)\n"
                "obj = pickle.loads(bytes.fromhex(req['x']))\nprint(json.dumps(obj.get().tolist()))",
                {"x": perkey["x"].hex()}, python_env)
-    assert not client.info(shm_map["x"].name)["present"], "the resource tracker of NOS's reader unlinked it"
+    # The tracker is a process of its own that unlinks once its parent has gone: give it a moment.
+    wait_until(lambda: not client.info(shm_map["x"].name)["present"], timeout=10,
+               what="the resource tracker of NOS's reader to unlink the segment")
 
 
 def test_cleanup_frees_on_slash_boundaries_never_a_sibling_prefix(client, manager):
