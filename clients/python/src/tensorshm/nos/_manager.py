@@ -113,7 +113,9 @@ class SharedMemoryTransportManager:
             self._where.pop(key, None)
 
     def __del__(self) -> None:
-        self._finalizer()
+        finalizer = getattr(self, "_finalizer", None)  # absent when __init__ failed (a bad URL, say)
+        if finalizer is not None:
+            finalizer()
 
     @staticmethod
     def copy(shm_map: Dict[str, Any], data: Dict[str, Any]) -> Dict[str, Any]:
