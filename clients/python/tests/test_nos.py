@@ -13,7 +13,7 @@ import tensorshm
 from tensorshm.nos import (MismatchError, SharedMemoryDataDict, SharedMemoryNumpyObject,
                            SharedMemoryTransportManager, TensorSpec, TransportMismatch)
 
-from conftest import run_python, wait_until
+from conftest import SHM, run_python, wait_until
 from nos_standin import STANDIN
 
 SPECS = {"images": [TensorSpec((2, 4, 3), "uint8")] * 2, "mask": TensorSpec((5,), np.float32), "prompt": "a cat"}
@@ -82,7 +82,7 @@ def test_a_decoder_with_plain_shared_memory_loses_the_segment_so_the_test_above_
                "obj = pickle.loads(bytes.fromhex(req['x']))\nprint(json.dumps(obj.get().tolist()))",
                {"x": perkey["x"].hex()}, python_env)
     # The tracker is a process of its own that unlinks once its parent has gone: give it a moment.
-    wait_until(lambda: not client.info(shm_map["x"].name)["present"], timeout=10,
+    wait_until(lambda: not (SHM / shm_map["x"].name).exists(), timeout=10,
                what="the resource tracker of NOS's reader to unlink the segment")
 
 
