@@ -87,10 +87,14 @@ def test_a_decoder_with_plain_shared_memory_loses_the_segment_so_the_test_above_
 
 
 def test_cleanup_frees_on_slash_boundaries_never_a_sibling_prefix(client, manager):
-    for ns in ("a", "a/1", "a/2/x", "ab/1"):
+    for ns in ("a/1", "a/2/x", "ab/1"):
         manager.create({"t": TensorSpec((4,), "uint8")}, namespace=ns)
+    other = SharedMemoryTransportManager(client)
+    other.create({"t": TensorSpec((4,), "uint8")}, namespace="a/3")   # under "a", but not this manager's
     manager.cleanup("a")
     assert [s["namespace"] for s in client.list("ab")] == ["ab/1"], "NOS's startswith would have freed ab/1"
+    assert [s["namespace"] for s in client.list("a")] == ["a/3"], "only what this manager holds"
+    other.cleanup()
     assert client.list("a") == []
     assert list(manager._objects_map) == ["ab/1/t"]
     manager.cleanup()

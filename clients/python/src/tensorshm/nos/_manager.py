@@ -97,14 +97,18 @@ class SharedMemoryTransportManager:
     def cleanup(self, namespace: Optional[str] = None) -> None:
         """Releases, through the service, what this manager holds in ``namespace`` and below (all without one).
 
-        ``/`` boundaries: ``cleanup("a")`` frees ``a`` and ``a/x``, never ``ab``. One request per namespace.
+        ``/`` boundaries: ``cleanup("a")`` frees what it holds in ``a`` and ``a/x``, never ``ab``. One request per
+        namespace it allocated in (fewer when one covers another); the service releases such a namespace whole,
+        its sub-namespaces included, so another client's ``a/y`` goes too only if this manager allocated in ``a``.
         """
         if namespace:
             keys = [k for k in self._objects_map if _covers(namespace, k.rsplit("/", 1)[0])]
-            targets = [namespace] if keys else []
         else:
             keys = list(self._objects_map)
-            targets = sorted(set(self._where[k] for k in keys))
+        # Only the namespaces this manager allocated in (each covering its own sub-namespaces), never a wider
+        # one: cleanup("a") must not take what another client holds in "a/..." that this manager never made.
+        used = sorted(set(self._where[k] for k in keys))
+        targets = [ns for ns in used if not any(_covers(other, ns) for other in used if other != ns)]
         for target in targets:
             self._client.release(target)
         for key in keys:
