@@ -70,9 +70,10 @@ class SharedMemoryDataDict:
             data: NOS's per-key form ``{key: pickle.dumps(value)}`` (what NOS's client sends; values that are not
                 pickles stay as they are), the whole dict pickled (what :meth:`encode` returns), or a dict that
                 holds ``SharedMemoryNumpyObject`` s already.
-            client: ``None`` copies locally (attach read-only, copy, unmap: no round trip); a :class:`Client`
-                copies through the service's ``POST /v1/decode``, which checks every reference against its
-                registry (an unknown name is NotFound, a shape or dtype that disagrees UnprocessableEntity).
+            client: ``None`` copies locally (attach read-only, copy, unmap: no round trip), trusting the names as
+                NOS does; a :class:`Client` copies through the service's ``POST /v1/decode``, which checks every
+                reference against its registry (an unknown name is NotFound, a shape or dtype that disagrees
+                UnprocessableEntity): use it for descriptors from callers you do not trust.
 
         Lists of references come back as lists of arrays. Pickles are read with :class:`RestrictedUnpickler`:
         a global other than NOS's class and plain data raises ``pickle.UnpicklingError`` naming it. Nothing is
