@@ -257,3 +257,6 @@ def test_decode_reads_both_forms_and_refuses_any_other_global(client, manager):
         SharedMemoryDataDict.decode(evil)
     with pytest.raises(TypeError, match="a dict"):
         SharedMemoryDataDict.decode(pickle.dumps([1, 2]))
+    for misplaced in ([shm_map["x"], "text"], {"inner": shm_map["x"]}):
+        with pytest.raises(TypeError, match="'bad': a shared-memory reference can be a value or a list"):
+            SharedMemoryDataDict.decode(SharedMemoryDataDict.encode({"bad": misplaced}))

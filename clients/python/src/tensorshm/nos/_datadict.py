@@ -90,12 +90,27 @@ class SharedMemoryDataDict:
                 refs[key] = _descriptor(value, key)
             elif isinstance(value, list) and value and all(_is_ref(v) for v in value):
                 refs[key] = [_descriptor(v, f"{key}[{i}]") for i, v in enumerate(value)]
+            elif _holds_ref(value):
+                raise TypeError(f"decode: {key!r}: a shared-memory reference can be a value or a list of them, "
+                                "not mixed with other values or nested deeper (NOS's decode does not reach it either)")
         arrays = client.get(refs) if client is not None and refs else {k: _copy(v) for k, v in refs.items()}
         return {k: arrays[k] if k in refs else v for k, v in values.items()}
 
 
 def _is_ref(value: Any) -> bool:
     return isinstance(value, (_Reference, SharedMemoryNumpyObject))
+
+
+def _holds_ref(value: Any, depth: int = 0) -> bool:
+    if _is_ref(value):
+        return True
+    if depth > 100:  # deeper than any real input; a pickle can nest far, and this must not blow the stack
+        return False
+    if isinstance(value, dict):
+        return any(_holds_ref(k, depth + 1) or _holds_ref(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds_ref(v, depth + 1) for v in value)
+    return False
 
 
 def _descriptor(value: Any, where: str) -> Dict[str, Any]:
