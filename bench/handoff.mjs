@@ -16,7 +16,23 @@ export async function runHandoff ({ iters = 50, warmup = 10 } = {}) {
     })
     const ref = sum(res.samples.ref)
     const value = sum(res.samples.value)
-    return { nbytes: res.nbytes, shape: res.shape, iters, warmup, ref, value, speedup: value.median / ref.median, speedupP90: value.p90 / ref.p90 }
+    const zero = sum(res.samples.zero)
+    const zeroFull = sum(res.samples.zero_full)
+    return {
+      nbytes: res.nbytes,
+      shape: res.shape,
+      iters,
+      warmup,
+      ref,
+      value,
+      zero,
+      zeroFull,
+      speedup: value.median / ref.median,
+      speedupP90: value.p90 / ref.p90,
+      zeroSpeedup: value.median / zero.median,
+      zeroSpeedupP90: value.p90 / zero.p90,
+      zeroFullSpeedup: value.median / zeroFull.median
+    }
   } finally {
     await svc.stop()
   }

@@ -97,10 +97,13 @@ async function main () {
     row('2c', '  RSS growth from first byte moved (incl. warm-up)', `${fmt(r.coldRssGrowthMiB, 1)} MiB (RSS ${fmt(r.rssAtStartMiB)} -> peak ${fmt(r.rssPeakMiB)} MiB)`, '-', '-', '< 64 MiB', r.coldRssGrowthMiB < 64)
   }
   if (only.has('3')) {
-    log('\n[3] handoff of one 2880x1620x3 uint8 image between two Python processes: by reference vs by value')
+    log('\n[3] handoff of one 2880x1620x3 uint8 image between two Python processes: by reference and zero copy vs by value')
     const r = results.handoff = await runHandoff(quick ? { iters: 15, warmup: 3 } : { iters: 50, warmup: 10 })
     row('3', 'handoff 2880x1620x3 u8: by value / by reference', `ref ${fmt(r.ref.median, 1)} ms (p90 ${fmt(r.ref.p90, 1)})`, `value ${fmt(r.value.median, 1)} ms (p90 ${fmt(r.value.p90, 1)})`, `${fmt(r.speedup, 2)}x`, '>= 5x', r.speedup >= 5)
     row('3p', '  same at p90', `ref ${fmt(r.ref.p90, 1)} ms`, `value ${fmt(r.value.p90, 1)} ms`, `${fmt(r.speedupP90, 2)}x`, '(info)', null)
+    row('3z', 'handoff zero copy (allocate, fill in place, read the view) vs by value', `zero ${fmt(r.zero.median, 2)} ms (p90 ${fmt(r.zero.p90, 2)})`, `value ${fmt(r.value.median, 1)} ms (p90 ${fmt(r.value.p90, 1)})`, `${fmt(r.zeroSpeedup, 2)}x`, '>= 20x', r.zeroSpeedup >= 20)
+    row('3zp', '  same at p90', `zero ${fmt(r.zero.p90, 2)} ms`, `value ${fmt(r.value.p90, 1)} ms`, `${fmt(r.zeroSpeedupP90, 2)}x`, '(info)', null)
+    row('3w', '  zero copy with the producer writing all 13.3 MiB in place', `${fmt(r.zeroFull.median, 2)} ms (p90 ${fmt(r.zeroFull.p90, 2)})`, `value ${fmt(r.value.median, 1)} ms`, `${fmt(r.zeroFullSpeedup, 2)}x`, '(info)', null)
   }
   if (only.has('4')) {
     log('\n[4] creation latency of a 2880x1620x3 uint8 segment: reserve + pool (defaults) vs ftruncate only')

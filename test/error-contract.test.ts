@@ -86,7 +86,7 @@ t.test('every documented error of every operation can be provoked', async (t) =>
   const pickle = { 'content-type': 'application/x-python-pickle' }
   await expect(plain, 'decode', 'InvalidPickle', { method: 'POST', url: '/v1/decode', headers: pickle, payload: Buffer.from([0x80, 0x04, 0xff]) })
   await expect(plain, 'decode', 'PickleRefused', { method: 'POST', url: '/v1/decode', headers: pickle, payload: Buffer.from('\x80\x02cos\nsystem\n.', 'latin1') })
-  for (const op of ['readTensor', 'decode']) await expect(plain, op, 'NotAcceptable', { ...OPERATIONS[op]?.(x), headers: { accept: 'text/html' } })
+  for (const op of ['readTensor', 'decode', 'createSegments']) await expect(plain, op, 'NotAcceptable', { ...OPERATIONS[op]?.(x), headers: { accept: 'text/html' } })
   const npy = (dtype: NonNullable<typeof f32>, shape: number[]) => Buffer.concat([npyHeader(dtype, shape), Buffer.alloc(64)])
   const put = (body: Buffer | Readable, type = 'application/x-npy'): InjectOptions => ({ method: 'PUT', url: `/v1/segments/${x}/data`, headers: { 'content-type': type }, payload: body })
   await expect(plain, 'writeTensor', 'LengthRequired', put(Readable.from([Buffer.alloc(64)]), 'application/octet-stream'))

@@ -1,4 +1,5 @@
 import type { Static } from 'typebox'
+import { PyDict, PyTuple, ShmObject } from '../../src/codecs/pickle.js'
 import type { SegmentRecord } from '../../src/segments/registry.js'
 import type { CreateResult } from '../../src/segments/service.js'
 import type { CreateSegmentsReplySchema, DescriptorSchema, SegmentInfoSchema } from './schema.js'
@@ -32,4 +33,14 @@ export function toCreateReply (result: CreateResult): Static<typeof CreateSegmen
   const all = [...result.segments.values()].flat()
   // fromEntries defines own properties, so a key such as `__proto__` stays a key.
   return { namespace: result.namespace, expires_at: earliest(all), segments: Object.fromEntries(segments) }
+}
+
+/**
+ * What NOS's `RegisterSystemSharedMemory` answers, as values the pickle writer takes: `{key: SharedMemoryNumpyObject
+ * | [...]}`, each object's state exactly NOS's `{name, shape (a tuple), dtype}`.
+ */
+export function toRegistrationMap (result: CreateResult): PyDict {
+  const object = (r: SegmentRecord): ShmObject =>
+    new ShmObject(new PyDict([['name', r.name], ['shape', new PyTuple([...r.shape])], ['dtype', r.dtype.name]]))
+  return new PyDict([...result.segments].map(([key, value]) => [key, Array.isArray(value) ? value.map(object) : object(value)]))
 }

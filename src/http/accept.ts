@@ -15,3 +15,16 @@ export function negotiate (accept: string | undefined, offered: readonly string[
   }
   return best?.type
 }
+
+/** A parameter of the Accept range that names `type` exactly (`protocol` of `application/x-python-pickle; protocol=2`). */
+export function acceptParam (accept: string | undefined, type: string, name: string): string | undefined {
+  for (const part of (accept ?? '').split(',')) {
+    const [range = '', ...params] = part.split(';').map((s) => s.trim())
+    if (range.toLowerCase() !== type) continue
+    for (const p of params) {
+      const eq = p.indexOf('=')
+      if (eq > 0 && p.slice(0, eq).trim().toLowerCase() === name) return p.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1')
+    }
+  }
+  return undefined
+}

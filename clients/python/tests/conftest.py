@@ -140,6 +140,20 @@ def python_env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
 
 
+@pytest.fixture()
+def torch():
+    """The real torch. CI installs it (scripts/install-test-deps.sh), so its absence fails the test instead of
+    skipping it quietly; ``TENSORSHM_SKIP_TORCH=1`` skips on purpose."""
+    try:
+        import torch as module
+    except ImportError:
+        if os.environ.get("TENSORSHM_SKIP_TORCH") == "1":
+            pytest.skip("TENSORSHM_SKIP_TORCH=1")
+        pytest.fail("torch is not installed: run scripts/install-test-deps.sh (or set TENSORSHM_SKIP_TORCH=1)",
+                    pytrace=False)
+    return module
+
+
 def run_python(code: str, stdin: Any, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     """Runs ``code`` in a new Python process with ``stdin`` as JSON; fails the test if it fails."""
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(stdin), text=True, capture_output=True,

@@ -12,12 +12,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _shm
+from . import _shm, _torch
+from ._allocation import Allocation, parse_spec, wire_spec
 from ._http import Transport, path_segment
 from .errors import ConnectionError as Unreachable
 from .errors import ProtocolError, ServiceUnavailable
 
-__all__ = ["Client", "Attachment", "PutResult", "DEFAULT_URL"]
+__all__ = ["Client", "Attachment", "Allocation", "PutResult", "DEFAULT_URL"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 NPZ = "application/x-npz"
@@ -74,9 +75,13 @@ class Attachment:
     past the new end kills the process with SIGBUS. The check at attach time refuses files already too short.
     """
 
-    __slots__ = ("name", "descriptor", "_array", "_mmap", "__weakref__")
+    __slots__ = ("name", "descriptor", "_array", "_mmap", "_as_torch", "__weakref__")
 
-    def __init__(self, descriptor: Mapping[str, Any], readonly: bool = False) -> None:
+    def __init__(self, descriptor: Mapping[str, Any], readonly: bool = False, as_torch: bool = False) -> None:
+        self._as_torch = _torch.want_torch(as_torch)
+        if self._as_torch and readonly:
+            raise ValueError("attach: readonly=True and as_torch=True do not go together: torch tensors cannot be "
+                             "read-only, and a write through one would crash the process with SIGSEGV")
         name, shape, dtype, nbytes = _shm.parse_descriptor(descriptor)
         self.name: str = name
         self.descriptor: Dict[str, Any] = dict(descriptor)
@@ -95,6 +100,11 @@ class Attachment:
         return self._array
 
     @property
+    def tensor(self) -> Any:
+        """The view as a ``torch.Tensor`` sharing the segment's memory (``torch.from_numpy``, no copy)."""
+        return _torch.from_array(self.array)
+
+    @property
     def closed(self) -> bool:
         return self._array is None
 
@@ -104,8 +114,8 @@ class Attachment:
         buf, self._mmap = self._mmap, None
         return _shm.unmap(buf)
 
-    def __enter__(self) -> np.ndarray:
-        return self.array
+    def __enter__(self) -> Any:
+        return self.tensor if self._as_torch else self.array
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
@@ -123,16 +133,16 @@ def _ttl_seconds(ttl: Optional[float], where: str) -> Optional[int]:
     return int(math.ceil(ttl))
 
 
-def _ndarray_items(value: Any) -> Optional[List[np.ndarray]]:
-    """The arrays of a list/tuple of arrays; None when ``value`` is not such a list (a passthrough value)."""
+def _ndarray_items(value: Any, where: str) -> Optional[List[np.ndarray]]:
+    """The arrays of a list/tuple of arrays or CPU tensors; None when ``value`` is not such a list (a passthrough)."""
     if not isinstance(value, (list, tuple)) or not value:
         return None
-    arrays = [v for v in value if isinstance(v, np.ndarray)]
+    arrays = [v for v in value if isinstance(v, np.ndarray) or _torch.is_tensor(v)]
     if not arrays:
         return None
     if len(arrays) != len(value):
-        raise TypeError("a list mixes numpy arrays with other values")
-    return arrays
+        raise TypeError(f"{where}: a list mixes arrays or tensors with other values")
+    return [_torch.as_array(v, f"{where}[{i}]") if _torch.is_tensor(v) else v for i, v in enumerate(arrays)]
 
 
 class Client:
@@ -186,8 +196,8 @@ class Client:
         """Copies arrays into new segments and returns their descriptors.
 
         Args:
-            arrays: key -> ``np.ndarray``, or a list/tuple of them (answered as a list of descriptors); any other
-                value is kept unchanged in the result, so the result can go to :meth:`get` as it is.
+            arrays: key -> ``np.ndarray`` or CPU ``torch.Tensor``, or a list/tuple of them (answered as a list of
+                descriptors); any other value is kept unchanged in the result, so the result can go to :meth:`get` as it is.
                 Keys of arrays must match ``[A-Za-z0-9_][A-Za-z0-9_:-]{0,127}`` (the service checks).
             namespace: where to allocate; default a new ``<client_id>/<uuid4 hex>`` (see ``result.namespace``).
             ttl: lease in seconds (rounded up; 0 = no expiry); default the service's ``TENSORSHM_DEFAULT_TTL``.
@@ -200,8 +210,9 @@ class Client:
         Allocation is all or nothing; if copying fails, the segments just allocated are released again.
 
         Raises:
-            TypeError: an array's dtype cannot live in a segment (object, str, structured, datetime, float128...),
-                or a list mixes arrays with other values. Nothing is allocated then.
+            TypeError: an array's dtype cannot live in a segment (object, str, structured, datetime, float128,
+                bfloat16...), a list mixes arrays with other values, or a tensor is on a GPU or not contiguous.
+                Nothing is allocated then.
             BadRequest, Conflict (key already in the namespace), InsufficientStorage, ...: from the service.
         """
         if not isinstance(arrays, Mapping):
@@ -209,23 +220,38 @@ class Client:
         tensors: Dict[str, Any] = {}
         sources: Dict[str, Union[np.ndarray, List[np.ndarray]]] = {}
         for key, value in arrays.items():
+            if _torch.is_tensor(value):
+                value = _torch.as_array(value, f"arrays[{key!r}]")
             if isinstance(value, np.ndarray):
                 _shm.check_dtype(value.dtype, f"arrays[{key!r}]")
                 tensors[key] = {"shape": list(value.shape), "dtype": value.dtype.str}
                 sources[key] = value
                 continue
-            try:
-                items = _ndarray_items(value)
-            except TypeError as e:
-                raise TypeError(f"arrays[{key!r}]: {e}") from None
+            items = _ndarray_items(value, f"arrays[{key!r}]")
             if items is not None:
                 for i, a in enumerate(items):
                     _shm.check_dtype(a.dtype, f"arrays[{key!r}][{i}]")
                 tensors[key] = [{"shape": list(a.shape), "dtype": a.dtype.str} for a in items]
                 sources[key] = items
-        namespace = namespace if namespace is not None else self.new_namespace()
         if not tensors:
-            return PutResult(arrays, namespace, None)
+            return PutResult(arrays, namespace if namespace is not None else self.new_namespace(), None)
+        created = self._create(tensors, namespace, ttl)
+        try:
+            for key, src in sources.items():
+                if isinstance(src, list):
+                    for i, (a, d) in enumerate(zip(src, created[key])):
+                        _write(d, a, f"{key}[{i}]")
+                else:
+                    _write(created[key], src, key)
+        except BaseException:
+            self._release_quietly(created)
+            raise
+        result = {key: created[key] if key in created else value for key, value in arrays.items()}
+        return PutResult(result, created.namespace, created.expires_at)
+
+    def _create(self, tensors: Dict[str, Any], namespace: Optional[str], ttl: Optional[float]) -> PutResult:
+        """One ``POST /v1/segments`` (all or nothing): the descriptors, checked to match the request's keys."""
+        namespace = namespace if namespace is not None else self.new_namespace()
         body: Dict[str, Any] = {"namespace": namespace, "tensors": tensors}
         ttl_seconds = _ttl_seconds(ttl, "ttl")
         if ttl_seconds is not None:
@@ -234,29 +260,68 @@ class Client:
         segments = answer.get("segments") if isinstance(answer, dict) else None
         if not isinstance(segments, dict):
             raise ProtocolError("POST /v1/segments: the answer has no segments", code="TSHM_BAD_RESPONSE")
-        allocated = [d for v in segments.values() for d in (v if isinstance(v, list) else [v])]
-        try:
-            for key, src in sources.items():
-                got = segments.get(key)
-                if isinstance(src, list):
-                    if not isinstance(got, list) or len(got) != len(src):
-                        raise ProtocolError(f"POST /v1/segments: no list of {len(src)} descriptors for {key!r}",
-                                            code="TSHM_BAD_RESPONSE")
-                    for i, (a, d) in enumerate(zip(src, got)):
-                        _write(d, a, f"{key}[{i}]")
-                else:
-                    _write(got, src, key)
-        except BaseException:
-            for d in allocated:
+        created = PutResult(segments, answer.get("namespace", namespace), answer.get("expires_at"))
+        for key, spec in tensors.items():
+            got = segments.get(key)
+            if isinstance(spec, list) != isinstance(got, list) or (isinstance(spec, list) and len(spec) != len(got)):
+                self._release_quietly(created)
+                raise ProtocolError(f"POST /v1/segments: the answer for {key!r} does not match the request",
+                                    code="TSHM_BAD_RESPONSE")
+        return created
+
+    def _release_quietly(self, segments: Mapping[str, Any]) -> None:
+        """Best effort, after a failure: the lease reclaims whatever this cannot release."""
+        for value in segments.values():
+            for d in value if isinstance(value, list) else [value]:
                 try:
                     self.delete(d["name"])
-                except Exception:  # best effort: the lease reclaims whatever this could not release
+                except Exception:
                     pass
-            raise
-        result = {key: segments[key] if key in segments else value for key, value in arrays.items()}
-        return PutResult(result, answer.get("namespace", namespace), answer.get("expires_at"))
 
-    def attach(self, descriptor: Mapping[str, Any], *, readonly: bool = False) -> Attachment:
+    def allocate(self, specs: Mapping[str, Any], namespace: Optional[str] = None, ttl: Optional[float] = None) -> Allocation:
+        """Allocates segments and maps them writable here: the zero-copy producer's path (``put`` is the copying one).
+
+        ``with client.allocate({"img": TensorSpec((1620, 2880, 3), "uint8")}) as a:`` then render straight into
+        ``a["img"]`` and hand ``a.descriptors`` to the consumer. Like Plasma's create, fill in place, seal -- minus
+        the seal: the consumer may map the segment as soon as it has the descriptor.
+
+        Args:
+            specs: key -> spec, or a non-empty list/tuple of specs. A spec is a ``TensorSpec`` (this package's or
+                NOS's), a mapping ``{"shape": [...], "dtype": ...}``, or an ``np.ndarray`` / CPU ``torch.Tensor``
+                used as a template (its shape and dtype; its data is not copied). A torch dtype
+                (``{"shape": ..., "dtype": torch.float32}``) or a torch template makes that view a ``torch.Tensor``.
+            namespace, ttl: as for :meth:`put`.
+
+        Returns:
+            an :class:`Allocation`: ``.arrays`` (writable views, C order; zeroed unless the service's pool hands a
+            segment back before zeroing finished -- it never does across namespaces roots), ``.descriptors`` (a
+            :class:`PutResult`), ``.namespace``, ``.expires_at``. Closing it unmaps; it never releases.
+
+        Raises:
+            TypeError: a spec is not one of the forms above, its dtype cannot live in a segment, a dim is not an
+                integer, or a template tensor is on a GPU. ValueError: a negative or ``None`` dim. Nothing is
+                allocated then. Service errors as for :meth:`put`.
+        """
+        if not isinstance(specs, Mapping) or not specs:
+            raise TypeError(f"specs: a non-empty dict of key -> spec, not {specs!r:.80}")
+        plan: Dict[str, Any] = {}
+        for key, value in specs.items():
+            where = f"specs[{key!r}]"
+            if isinstance(value, (list, tuple)):
+                if not value:
+                    raise TypeError(f"{where}: an empty list allocates nothing")
+                plan[key] = [parse_spec(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            else:
+                plan[key] = parse_spec(value, where)
+        tensors = {k: [wire_spec(s) for s in v] if isinstance(v, list) else wire_spec(v) for k, v in plan.items()}
+        result = self._create(tensors, namespace, ttl)
+        try:
+            return Allocation(result, plan)
+        except BaseException:
+            self._release_quietly(result)
+            raise
+
+    def attach(self, descriptor: Mapping[str, Any], *, readonly: bool = False, as_torch: bool = False) -> Attachment:
         """Maps a segment and returns an :class:`Attachment` whose ``.array`` is a zero-copy view of it.
 
         ``with client.attach(d) as arr:`` binds the ndarray. Writes through the view land in the segment, where
@@ -268,9 +333,9 @@ class Client:
             SegmentTruncated (``status=None``): the file is shorter than the tensor.
             TypeError, ValueError: the descriptor is malformed or names an unsupported dtype.
         """
-        return Attachment(descriptor, readonly=readonly)
+        return Attachment(descriptor, readonly=readonly, as_torch=as_torch)
 
-    def get(self, descriptors: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]) -> Any:
+    def get(self, descriptors: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]], *, as_torch: bool = False) -> Any:
         """Copies tensors out of their segments through the service (``POST /v1/decode``, as npz).
 
         Args:
@@ -279,15 +344,17 @@ class Client:
                 descriptors, lists of arrays for lists of descriptors, and every other value as the very object it
                 was; those are not sent to the service).
 
-        The service checks every descriptor against its registry: an unknown name raises NotFound, a shape or
+        ``as_torch=True`` gives ``torch.Tensor``s instead of arrays (``torch.from_numpy`` over the copies, no second
+        copy). The service checks every descriptor against its registry: an unknown name raises NotFound, a shape or
         dtype that disagrees raises UnprocessableEntity, a truncated file SegmentTruncated.
         """
+        convert = _torch.from_array if _torch.want_torch(as_torch) else None
         if isinstance(descriptors, (list, tuple)) and all(_shm.is_descriptor(d) for d in descriptors):
-            return self._decode({"t": [dict(d) for d in descriptors]})["t"] if descriptors else []
+            return self._decode({"t": [dict(d) for d in descriptors]}, convert)["t"] if descriptors else []
         if not isinstance(descriptors, Mapping):
             raise TypeError(f"get: a descriptor, a list or a dict of them, not {type(descriptors).__name__}")
         if _shm.is_descriptor(descriptors) and isinstance(descriptors.get("name"), str):
-            return self._decode({"t": dict(descriptors)})["t"]
+            return self._decode({"t": dict(descriptors)}, convert)["t"]
         plan: Dict[str, Tuple[str, Any]] = {}
         for key, value in descriptors.items():
             if _shm.is_descriptor(value):
@@ -304,7 +371,7 @@ class Client:
         body: Dict[str, Any] = {}
         for key, (kind, value) in plan.items():
             body[wire[key]] = [dict(v) for v in value] if kind == "many" else dict(value)
-        decoded = self._decode(body)
+        decoded = self._decode(body, convert)
         out: Dict[str, Any] = {}
         for key, value in descriptors.items():
             if key in plan:
@@ -313,7 +380,7 @@ class Client:
                 out[key] = value
         return out
 
-    def _decode(self, body: Dict[str, Any]) -> Dict[str, Any]:
+    def _decode(self, body: Dict[str, Any], convert: Any = None) -> Dict[str, Any]:
         res = self._http.request("POST", "/v1/decode", body=body, accept=NPZ)
         ctype = res.headers.get("content-type", "")
         if not ctype.startswith(NPZ):
@@ -324,10 +391,12 @@ class Client:
                 out: Dict[str, Any] = {}
                 for key, value in body.items():
                     out[key] = [z[f"{key}.{i}"] for i in range(len(value))] if isinstance(value, list) else z[key]
-                return out
         except (ValueError, KeyError, OSError) as e:
             raise ProtocolError(f"POST /v1/decode: the npz answer cannot be read: {e}",
                                 status=res.status, code="TSHM_BAD_RESPONSE") from e
+        if convert is not None:
+            out = {k: [convert(a) for a in v] if isinstance(v, list) else convert(v) for k, v in out.items()}
+        return out
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
