@@ -19,7 +19,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'createSegments',
       description: 'Creates one POSIX shared-memory segment per TensorSpec, all or nothing: when any fails, none remain.',
       body: CreateSegmentsBodySchema,
-      response: { 201: { ...CreateSegmentsReplySchema, description: 'Created: one descriptor per spec, in the same shape of dict.' }, ...errorResponses('InvalidRequest', 'InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NamespaceForbidden', 'QuotaExceeded', 'InsufficientStorage', 'ShuttingDown') }
+      response: { 201: { ...CreateSegmentsReplySchema, description: 'Created: one descriptor per spec, in the same shape of dict.' }, ...errorResponses('InvalidRequest', 'InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NamespaceForbidden', 'LocalCallerRequired', 'GroupForbidden', 'OwnershipUnavailable', 'QuotaExceeded', 'InsufficientStorage', 'ShuttingDown') }
     }
   }, async (request, reply) => {
     const result = await service.create(request.body, request.caller)

@@ -26,7 +26,8 @@ export class Allocator {
   constructor (private readonly config: Config, private readonly registry: SegmentRegistry, private readonly pool: SegmentPool,
     private readonly files: SegmentFiles, private readonly handles: Handles, private readonly pageSize: number) {}
 
-  async allocate (planned: Planned[], namespace: string, ttl: number, owner: string | null): Promise<SegmentRecord[]> {
+  /** `extra`: the owner and mode given to a local caller's files, and the process release_on_exit binds them to. */
+  async allocate (planned: Planned[], namespace: string, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'> = {}): Promise<SegmentRecord[]> {
     const pages = planned.reduce((n, p) => n + pagesOf(p.size, this.pageSize), 0)
     this.#checkQuota(planned.length, pages, namespace)
     this.#pendingCount += planned.length
@@ -35,7 +36,7 @@ export class Allocator {
     const made: SegmentRecord[] = []
     try {
       this.files.intend(names)
-      for (const [i, item] of planned.entries()) made.push(await this.#createOne(names, i, namespace, item, ttl, owner))
+      for (const [i, item] of planned.entries()) made.push(await this.#createOne(names, i, namespace, item, ttl, owner, extra))
       return made
     } catch (err) {
       for (const r of made) unlinkQuietly(r.name)
@@ -68,13 +69,18 @@ export class Allocator {
     if (over !== undefined) throw new Refused(over.reason, over.error)
   }
 
-  async #createOne (names: string[], i: number, namespace: string, { key, index, spec, size }: Planned, ttl: number, owner: string | null): Promise<SegmentRecord> {
+  async #createOne (names: string[], i: number, namespace: string, { key, index, spec, size }: Planned, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'>): Promise<SegmentRecord> {
     for (let attempt = 0; ; attempt++) {
       const name = names[i] as string
       try {
-        const id = (attempt === 0 ? await this.#fromPool(owner, namespace, size, name) : undefined) ?? await this.files.create(name, size)
+        // A local caller's files are never pooled: they belong to it, and it could keep one open past its release.
+        const pooled = attempt === 0 && extra.file === undefined ? await this.#fromPool(owner, namespace, size, name) : undefined
+        const id = pooled ?? await this.files.create(name, size, extra.file)
         const createdAt = Date.now()
-        return { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
+        const record: SegmentRecord = { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
+        if (extra.file !== undefined) record.file = extra.file
+        if (extra.boundTo !== undefined) record.boundTo = extra.boundTo
+        return record
       } catch (err) {
         // 64 random bits collide only with a file someone placed on purpose: draw again, a few times.
         if (!isSysError(err, 'EEXIST') || attempt >= 3) throw err
