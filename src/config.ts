@@ -256,11 +256,12 @@ function readSocket (raw: RawConfig): Config['socket'] {
   const path = raw.TENSORSHM_SOCKET
   const mode = parseInt(raw.TENSORSHM_SOCKET_MODE, 8)
   if ((mode & 0o600) !== 0o600) throw new ConfigError('TENSORSHM_SOCKET_MODE', `"${raw.TENSORSHM_SOCKET_MODE}" must keep owner read and write (0600)`)
+  const group = readGroup(raw.TENSORSHM_SOCKET_GROUP)
   if (path === undefined) return undefined
   // sun_path holds 108 bytes with the NUL; a longer path would be cut, and the socket made somewhere else.
   if (Buffer.byteLength(path) > 107) throw new ConfigError('TENSORSHM_SOCKET', 'the path is longer than the 107 bytes a Unix socket address holds')
   if (path.endsWith('/') || path.split('/').some((c) => c === '..' || c === '.')) throw new ConfigError('TENSORSHM_SOCKET', `"${path}" must name a file by a plain absolute path (no trailing slash, no . or ..)`)
-  return { path, mode, group: readGroup(raw.TENSORSHM_SOCKET_GROUP) }
+  return { path, mode, group }
 }
 
 /** A gid as given, or a group name looked up in /etc/group (once, at start). */
