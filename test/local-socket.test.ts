@@ -1,6 +1,6 @@
 import t from 'tap'
 type Test = import('tap').Test
-import { statSync } from 'node:fs'
+import { chownSync, statSync } from 'node:fs'
 import { checkNoLeftovers, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
 import { as, req, socketDir, type Answer } from './helpers/local.js'
 import { localGroup, localUser, sandboxUnavailable } from './helpers/sandbox.js'
@@ -127,6 +127,26 @@ t.test('on TCP, share and release_on_exit are refused with a code of their own',
     t.match(body.message, new RegExp(`^${field}: `))
   }
   t.same(shmFiles(prefix), [])
+})
+
+t.test('a service that is not root: its own uid creates over the socket; another uid is told it cannot own segments', { skip }, async (t) => {
+  const owner = localUser(t)
+  const alice = localUser(t)
+  const dir = socketDir(t)
+  chownSync(dir, owner.uid, owner.gid)
+  const state = stateDir(t)
+  chownSync(state, owner.uid, owner.gid)
+  const socket = `${dir}/s.sock`
+  const svc = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: state, TENSORSHM_SOCKET: socket, TENSORSHM_SOCKET_MODE: '0666' }, { wrap: (argv) => ['runuser', '-u', owner.name, '--', ...argv] })
+  t.teardown(async () => { await svc.stop() })
+  const refused = as(alice, socket, req('POST', '/v1/segments', { namespace: 'a', tensors: img }))[0]
+  t.same(refused, { status: 403, body: { statusCode: 403, code: 'TSHM_OWNERSHIP_UNAVAILABLE', error: 'Forbidden', message: `the service cannot give segments to uid ${alice.uid} (it runs without CAP_CHOWN)` } })
+  t.same(shmFiles(prefix), [], 'nothing left of the attempt')
+  const mine = as<Answer & { body: Made }>(owner, socket, req('POST', '/v1/segments', { namespace: 'own', tensors: img }))[0]
+  t.equal(mine?.status, 201)
+  const st = statSync(`/dev/shm/${mine?.body.segments.img?.name ?? ''}`)
+  t.same([st.uid, st.mode & 0o777], [owner.uid, 0o600])
+  t.same(as(owner, socket, req('DELETE', '/v1/segments?namespace=own'))[0]?.body, { released: 1 })
 })
 
 checkNoLeftovers(t, prefix)
