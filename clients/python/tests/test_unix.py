@@ -94,3 +94,4 @@ def test_a_missing_socket_is_unreachable(tmp_path):
         with pytest.raises(tensorshm.ConnectionError) as e:
             c.health()
         assert f"unix://{tmp_path}/none.sock" in str(e.value)
+
