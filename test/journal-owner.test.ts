@@ -8,8 +8,21 @@ import type { SegmentRecord } from '../src/segments/registry.js'
 
 const prefix = 'tshm_jo_'
 const record = (extra: Partial<SegmentRecord> = {}): SegmentRecord => ({
-  name: `${prefix}0123456789abcdef`, namespace: 'a/b', key: 'img', index: null, shape: [2, 3], dtype: parseDtype('uint8') as NonNullable<ReturnType<typeof parseDtype>>,
-  nbytes: 6, size: 6, ino: 77n, dev: 5n, createdAt: 1, ttl: 600, expiresAt: 600_001, owner: 'uid:1234', ...extra
+  name: `${prefix}0123456789abcdef`,
+  namespace: 'a/b',
+  key: 'img',
+  index: null,
+  shape: [2, 3],
+  dtype: parseDtype('uint8') as NonNullable<ReturnType<typeof parseDtype>>,
+  nbytes: 6,
+  size: 6,
+  ino: 77n,
+  dev: 5n,
+  createdAt: 1,
+  ttl: 600,
+  expiresAt: 600_001,
+  owner: 'uid:1234',
+  ...extra
 })
 const roundTrip = (r: SegmentRecord) => loadRecord(JSON.parse(JSON.stringify(store(r))), prefix)
 
