@@ -129,6 +129,37 @@ t.test('on TCP, share and release_on_exit are refused with a code of their own',
   t.same(shmFiles(prefix), [])
 })
 
+t.test('API keys keep working, on TCP and on the socket; TENSORSHM_ADMIN_UIDS see every namespace', { skip }, async (t) => {
+  const KEY = 'socket-key-0123456789abcdef'
+  const dir = socketDir(t)
+  const clients = localGroup(t)
+  const alice = localUser(t, [clients.name])
+  const auditor = localUser(t, [clients.name])
+  const socket = `${dir}/s.sock`
+  const svc = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: stateDir(t), TENSORSHM_SOCKET: socket, TENSORSHM_SOCKET_GROUP: clients.name, TENSORSHM_API_KEYS: KEY, TENSORSHM_ADMIN_UIDS: String(auditor.uid) })
+  t.teardown(async () => { await svc.stop() })
+  const body = { namespace: 'k', tensors: img }
+  const [byUid, byKey, badKey] = as<Answer & { body: Made & { code?: string } }>(alice, socket,
+    req('POST', '/v1/segments', { ...body, namespace: 'by-uid' }),
+    req('POST', '/v1/segments', { ...body, namespace: 'by-key' }, { authorization: `Bearer ${KEY}` }),
+    req('POST', '/v1/segments', body, { authorization: 'Bearer wrong-key-0123456789abcdef' }))
+  t.equal(byUid?.status, 201, 'on the socket, no key is needed')
+  t.equal(statSync(`/dev/shm/${byUid?.body.segments.img?.name ?? ''}`).uid, alice.uid)
+  t.equal(byKey?.status, 201, 'a key sent on the socket is used')
+  t.equal(statSync(`/dev/shm/${byKey?.body.segments.img?.name ?? ''}`).uid, 0, 'and then the segment is the service\'s, as for any key caller')
+  t.equal(badKey?.status, 401, 'a wrong key is refused, not ignored')
+  t.equal((await fetch(`${svc.url}/v1/segments`)).status, 401, 'TCP still needs a key')
+  const viaTcp = await (await fetch(`${svc.url}/v1/segments`, { headers: { authorization: `Bearer ${KEY}` } })).json() as { segments: Array<{ namespace: string }> }
+  t.same(viaTcp.segments.map((s) => s.namespace), ['by-key'], 'the key sees what it made over the socket, not the uid\'s')
+  const audit = as<Answer & { body: { segments: Array<{ namespace: string }> } }>(auditor, socket, req('GET', '/v1/segments'))[0]
+  t.same(audit?.body.segments.map((s) => s.namespace).sort(), ['by-key', 'by-uid'], 'an admin uid sees everything')
+  t.same(as(auditor, socket, req('DELETE', '/v1/segments?namespace=by-uid'))[0]?.body, { released: 1 }, 'and may release it')
+  t.equal((await fetch(`${svc.url}/v1/segments?namespace=by-key`, { method: 'DELETE', headers: { authorization: `Bearer ${KEY}` } })).status, 200)
+  // A key caller's released segment may wait in the pool until shutdown; a socket caller's never does.
+  await svc.stop()
+  t.same(shmFiles(prefix), [])
+})
+
 t.test('a service that is not root: its own uid creates over the socket; another uid is told it cannot own segments', { skip }, async (t) => {
   const owner = localUser(t)
   const alice = localUser(t)

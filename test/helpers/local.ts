@@ -20,7 +20,8 @@ const CLIENT = `${root}test/fixtures/local/client.py`
 const argv = (user: User, socket: string, steps: object[]) => ['-u', user.name, '--', 'python3', CLIENT, socket, ...steps.map((s) => JSON.stringify(s))]
 
 export interface Answer { status: number, body: unknown }
-export const req = (method: string, url: string, body?: object): object => ({ req: body === undefined ? [method, url] : [method, url, body] })
+export const req = (method: string, url: string, body?: object | null, headers?: Record<string, string>): object =>
+  ({ req: headers !== undefined ? [method, url, body ?? null, headers] : body === undefined || body === null ? [method, url] : [method, url, body] })
 
 /** Runs the steps as `user` in one process (one connection) and returns each step's result. */
 export function as<T = Answer> (user: User, socket: string, ...steps: object[]): T[] {
