@@ -10,9 +10,10 @@ import { BENCH_DIR, cpuMs, median, runJson, startServer, startService } from './
 
 let invocation = 0
 
-export function cannon (port, scenario, { duration, warmup, connections = 16 }) {
+/** `socketPath`: the same requests over the service's Unix socket instead of TCP to `port`. */
+export function cannon (port, scenario, { duration, warmup, connections = 16, socketPath }) {
   const base = ++invocation * 10_000_000
-  return runJson(process.execPath, [join(BENCH_DIR, 'lib/cannon.mjs'), JSON.stringify({ port, scenario, duration, warmup, connections, base })],
+  return runJson(process.execPath, [join(BENCH_DIR, 'lib/cannon.mjs'), JSON.stringify({ port, scenario, duration, warmup, connections, base, socketPath })],
     { timeoutMs: (duration + warmup + 60) * 1000 })
 }
 

@@ -17,6 +17,7 @@ view), on CLOCK_MONOTONIC (shared by both processes). The paths alternate, itera
 line.
 
     python3 bench/handoff.py --url http://127.0.0.1:8000 [--iters 50] [--warmup 10]
+    python3 bench/handoff.py --url unix:///path/to/tensorshm.sock ...   (the same over the Unix socket)
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ class Raw:
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        if parts.scheme == "unix":
+            from tensorshm._http import UnixHTTPConnection
+            self.conn: http.client.HTTPConnection = UnixHTTPConnection(parts.path, 60)
+        else:
+            self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
 
     def put(self, name: str, arr: np.ndarray) -> None:
         body = memoryview(arr).cast("B")

@@ -2,7 +2,7 @@
 // baseline measured side by side in the same run, then the profiling passes; prints a table with pass/fail
 // against each target and leaves nothing behind (every process stopped, nothing of this run in /dev/shm).
 //
-//   node bench/run.mjs [--quick] [--only=1,2,3,4,5,profile] [--write-results] [--strict]
+//   node bench/run.mjs [--quick] [--only=1,2,3,4,5,6,profile] [--write-results] [--strict]
 //
 // --quick          shorter runs, for trying the harness (figures are then not worth reporting)
 // --only           a subset (the table lists only those)
@@ -16,6 +16,7 @@ import { runAlloc } from './alloc.mjs'
 import { runControlPlane } from './control-plane.mjs'
 import { runDataPlane } from './data-plane.mjs'
 import { runHandoff } from './handoff.mjs'
+import { runLocalSocket } from './local-socket.mjs'
 import { BENCH_DIR, cleanup, ROOT, RUN_PREFIX } from './lib/common.mjs'
 import { formatSummary } from './lib/cpuprofile.mjs'
 import { runProfiles } from './profile.mjs'
@@ -23,7 +24,7 @@ import { runResponsiveness } from './responsiveness.mjs'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
-const only = new Set((args.find((a) => a.startsWith('--only='))?.slice(7) ?? '1,2,3,4,5,profile').split(','))
+const only = new Set((args.find((a) => a.startsWith('--only='))?.slice(7) ?? '1,2,3,4,5,6,profile').split(','))
 const started = Date.now()
 const log = (...a) => console.log(...a)
 const WATCHDOG_MS = 20 * 60_000
@@ -127,6 +128,16 @@ async function main () {
       const b = base[op]
       row(`5${op[0]}`, `${target ? '' : '  '}healthz during ${label}`, `p50 ${fmt(x.p50, 1)} / p99 ${fmt(x.p99, 1)} / max ${fmt(x.max, 1)} ms, ${x.samples} samples in ${fmt(x.opMsMedian)} ms op`,
         `${b === idle ? 'idle' : 'bare server, same op'}: p99 ${fmt(b.p99, 1)} / max ${fmt(b.max, 1)} ms (${b.samples})`, '-', target ? 'p99 < 20 ms' : '(info)', target ? x.p99 < 20 && x.samples >= 5 && x.failed === 0 : null)
+    }
+  }
+  if (only.has('6')) {
+    log('\n[6] the Unix socket (TENSORSHM_SOCKET) vs TCP loopback, one service, pool off: benchmark 1\'s pairs and benchmark 3\'s handoff')
+    const r = results.localSocket = await runLocalSocket(quick ? { reps: 1, duration: 3, warmup: 1, iters: 10, handoffWarmup: 2, log } : { log })
+    const { tcp, unix } = r.pairs
+    row('6a', 'POST+DELETE pairs/s: Unix socket / TCP loopback', `${fmt(unix.pairsPerSec)} pairs/s (p50 ${unix.p50} ms, p99 ${unix.p99} ms)`, `${fmt(tcp.pairsPerSec)} pairs/s (p50 ${tcp.p50} ms, p99 ${tcp.p99} ms)`, fmt(r.pairs.ratio, 2), '(info)', tcp.failures + unix.failures === 0 ? null : false)
+    for (const mode of ['ref', 'value']) {
+      const [u, t] = [r.handoff.unix[mode], r.handoff.tcp[mode]]
+      row(`6${mode === 'ref' ? 'b' : 'c'}`, `  handoff by ${mode === 'ref' ? 'reference' : 'value'}: Unix socket / TCP`, `${fmt(u.median, 1)} ms (p90 ${fmt(u.p90, 1)})`, `${fmt(t.median, 1)} ms (p90 ${fmt(t.p90, 1)})`, fmt(u.median / t.median, 2), '(info)', null)
     }
   }
   if (only.has('profile')) {

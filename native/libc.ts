@@ -37,6 +37,12 @@ export const openat = libc.func('int openat(int dirfd, const char *path, int fla
 export const mkdirat = libc.func('int mkdirat(int dirfd, const char *path, uint32_t mode)') as Fn<[number, string, number], number>
 export const unlinkat = libc.func('int unlinkat(int dirfd, const char *path, int flags)') as Fn<[number, string, number], number>
 
+// Sockets and processes: peer credentials of a Unix-socket caller, and a descriptor that tells when a process exits.
+export const getsockopt = libc.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)') as Fn<[number, number, number, Buffer, [number]], number>
+export const pidfd_open = libc.func('int pidfd_open(int pid, unsigned int flags)') as Fn<[number, number], number>
+// struct pollfd { int fd; short events; short revents; }, packed by the caller into a Buffer.
+export const poll = libc.func('int poll(uint8_t *fds, unsigned long nfds, int timeout)') as Fn<[Buffer, number, number], number>
+
 export const errno = (): number => koffi.errno()
 
 /** A call's return value, or the SysError its errno names when it failed (-1). */
@@ -66,3 +72,9 @@ export const RENAME_NOREPLACE = 1
 export const RENAME_EXCHANGE = 2
 export const LOCK_EX = 2
 export const LOCK_NB = 4
+export const SOL_SOCKET = 1
+export const SO_PEERCRED = 17
+export const SO_PEERGROUPS = 59
+/** Linux 6.5 and later: a pidfd for the process that connected, taken by the kernel at connect time. */
+export const SO_PEERPIDFD = 77
+export const POLLIN = 1

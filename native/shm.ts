@@ -22,7 +22,8 @@ export interface Stat {
   regular: boolean
 }
 
-export interface Identity { ino: bigint, dev: bigint }
+/** A file as created: its inode, and its owner when that is not the process's own uid (a file given away). */
+export interface Identity { ino: bigint, dev: bigint, uid?: number }
 
 /** Refuses anything shm_open would treat as a path: the name is the caller's responsibility, but never blindly. */
 function shmPath (name: string): string {

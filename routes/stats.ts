@@ -12,7 +12,7 @@ export const StatsSchema = Type.Object({
   allocations: Count,
   allocation_rate: Type.Number({ description: 'Segments per second over the sliding window.' }),
   allocation_rate_exceeded: Count,
-  releases: ByReason(['client', 'expired', 'shutdown', 'vanished']),
+  releases: ByReason(['client', 'expired', 'shutdown', 'vanished', 'owner_exit']),
   reclaimed: ByReason(['expired', 'vanished']),
   leaked: Type.Object({ expired: Leak, vanished: Leak, orphan: Leak }, { description: 'expired: past the lease now; vanished and orphan: as the last scan of /dev/shm found them (orphan bytes are the pages those files hold).' }),
   released_held_bytes: Type.Integer({ minimum: 0, description: 'Pages of released segments still held: open by a transfer or decode, or being unlinked. They count against TENSORSHM_MAX_TOTAL_BYTES.' }),

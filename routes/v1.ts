@@ -22,7 +22,7 @@ const v1: FastifyPluginAsync = async (fastify) => {
       max: perSecond,
       timeWindow: 1000,
       // Registered after authentication, so the bucket is the key's; without keys, the client address's.
-      keyGenerator: (request) => request.caller.kind === 'key' ? request.caller.id : request.ip,
+      keyGenerator: (request) => request.caller.kind === 'key' ? request.caller.id : request.caller.kind === 'uid' ? `uid:${request.caller.uid}` : request.ip,
       errorResponseBuilder: (_request, context) => new errors.RateLimited(`more than ${context.max} requests per second for this key; retry after ${context.after}`)
     })
   }

@@ -5,6 +5,8 @@ import type { DestinationStream } from 'pino'
 import { openFileLimit } from '../native/shm.js'
 import type { Config } from './config.js'
 import { formatSchemaErrors } from './http/schema-errors.js'
+import { timeouts } from './http/timeouts.js'
+import localSocket from './plugins/app/local-socket.js'
 import config from './plugins/app/settings.js'
 import errors, { sendClientError, sendError } from './plugins/app/error-handler.js'
 import segments from './plugins/app/segment-service.js'
@@ -34,13 +36,10 @@ export function serverOptions (config: Config, logStream?: DestinationStream): F
     // Requests during a close are answered by the segment-service plugin, as TSHM_SHUTTING_DOWN.
     return503OnClosing: false,
     // A silent connection (a stalled upload, a download nobody reads) is closed: it would pin an fd and the
-    // pages of a released segment. A request must arrive whole in time, however slowly it trickles.
-    connectionTimeout: config.idleTimeoutMs,
-    // A kept-alive connection between requests is silent too.
-    keepAliveTimeout: config.idleTimeoutMs,
-    requestTimeout: config.requestTimeoutMs,
-    // Node checks request deadlines on this interval (30 s unless told): often enough to hold the one configured.
-    http: { connectionsCheckingInterval: Math.max(100, Math.min(config.headersTimeoutMs / 4, 5000)), headersTimeout: config.headersTimeoutMs },
+    // pages of a released segment; a kept-alive connection between requests is silent too. A request must arrive
+    // whole in time, however slowly it trickles. Node checks request deadlines on an interval (30 s unless told),
+    // set often enough to hold the one configured. The Unix socket's server keeps the same (src/http/timeouts.ts).
+    ...timeouts(config),
     // Over-long segment names reach the handler, which answers 400 naming the field, not a bare 414.
     routerOptions: { maxParamLength: 4096 },
     schemaErrorFormatter: formatSchemaErrors,
@@ -66,6 +65,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   await fastify.register(auth)
   await fastify.register(swagger)
   await fastify.register(segments)
+  await fastify.register(localSocket)
   await fastify.register(metrics)
   await fastify.register(health)
   await fastify.register(metricsRoutes)

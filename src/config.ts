@@ -43,6 +43,11 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_AUTH_DOCS: Type.Boolean({ default: false, description: 'Require a key for /docs and /openapi.json too.' }),
   TENSORSHM_RATE_LIMIT: Type.Integer({ minimum: 0, default: 0, description: 'Requests per second per key (per client address without keys) on /v1 routes, answered with 429 and Retry-After past it; 0: no limit.' }),
   TENSORSHM_MAX_EVENT_LOOP_DELAY: Type.Integer({ minimum: 0, default: 1000, description: 'Milliseconds of event-loop delay past which requests are shed with 503 and Retry-After (liveness excepted); 0: never.' }),
+  TENSORSHM_SOCKET: Type.Optional(Type.String({ pattern: '^/', maxLength: 107, description: 'Also listen on a Unix domain socket at this absolute path (at most 107 bytes): callers there are identified by the kernel (SO_PEERCRED) as `uid:<n>` and own their segments. Its directory must be writable by nobody but its owner (root or the service\'s uid) unless sticky.' })),
+  TENSORSHM_SOCKET_MODE: Type.String({ pattern: '^0?[0-7]{3}$', default: '0660', description: 'Permission bits of the socket (who may connect); must keep owner read and write.' }),
+  TENSORSHM_SOCKET_GROUP: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$', description: 'Group (a name or a gid) given to the socket, so that its members may connect with TENSORSHM_SOCKET_MODE 0660; default: the service\'s own.' })),
+  TENSORSHM_TCP: Type.Boolean({ default: true, description: 'Listen on TENSORSHM_HOST:TENSORSHM_PORT too. Set to false (with TENSORSHM_SOCKET) so that only the kernel-authenticated socket serves requests.' }),
+  TENSORSHM_ADMIN_UIDS: Type.Optional(Type.String({ pattern: '^[0-9]+(,[0-9]+)*$', description: 'Comma-separated uids that, on the Unix socket, see and release every namespace (as uid 0 always does).' })),
   TENSORSHM_STATE_DIR: Type.Optional(Type.String({ pattern: '^/', description: 'Where the journal lives (an absolute path); default `/dev/shm/.tensorshm-<uid>/<prefix>`, on the tmpfs with the segments. It must belong to the service\'s uid and be writable by nobody else, and so must every directory above it (unless sticky). One instance per directory.' }))
 })
 
@@ -84,6 +89,11 @@ export interface Config {
   authDocs: boolean
   rateLimit: number
   maxEventLoopDelay: number
+  /** The Unix socket to listen on, its mode and group; undefined: TCP only. */
+  socket: { path: string, mode: number, group: number | undefined } | undefined
+  /** Whether TCP listens (false only with a socket). */
+  tcp: boolean
+  adminUids: number[]
 }
 
 /** A configuration value that cannot be used; the message names the variable. */
@@ -194,6 +204,10 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   if (!isLoopback(raw.TENSORSHM_HOST) && !raw.TENSORSHM_ALLOW_INSECURE_BIND && apiKeys.length === 0) {
     throw new ConfigError('TENSORSHM_HOST', `refusing to listen on ${raw.TENSORSHM_HOST} without authentication: set TENSORSHM_API_KEYS or TENSORSHM_API_KEYS_FILE (or, knowing that anyone who reaches the port can then read and write every tensor, TENSORSHM_ALLOW_INSECURE_BIND=true)`)
   }
+  const socket = readSocket(raw)
+  if (!raw.TENSORSHM_TCP && socket === undefined) throw new ConfigError('TENSORSHM_TCP', 'false needs TENSORSHM_SOCKET: the service would not listen at all')
+  const adminUids = (raw.TENSORSHM_ADMIN_UIDS ?? '').split(',').filter((u) => u !== '').map(Number)
+  if (adminUids.some((u) => u > 0xfffffffe)) throw new ConfigError('TENSORSHM_ADMIN_UIDS', 'uids must be below 4294967295')
   const maxSegmentBytes = parseBytes('TENSORSHM_MAX_SEGMENT_BYTES', raw.TENSORSHM_MAX_SEGMENT_BYTES)
   if (maxSegmentBytes < 1) throw new ConfigError('TENSORSHM_MAX_SEGMENT_BYTES', 'must be at least 1')
   return {
@@ -231,6 +245,37 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     authMetrics: raw.TENSORSHM_AUTH_METRICS,
     authDocs: raw.TENSORSHM_AUTH_DOCS,
     rateLimit: raw.TENSORSHM_RATE_LIMIT,
-    maxEventLoopDelay: raw.TENSORSHM_MAX_EVENT_LOOP_DELAY
+    maxEventLoopDelay: raw.TENSORSHM_MAX_EVENT_LOOP_DELAY,
+    socket,
+    tcp: raw.TENSORSHM_TCP,
+    adminUids
   }
+}
+
+function readSocket (raw: RawConfig): Config['socket'] {
+  const path = raw.TENSORSHM_SOCKET
+  const mode = parseInt(raw.TENSORSHM_SOCKET_MODE, 8)
+  if ((mode & 0o600) !== 0o600) throw new ConfigError('TENSORSHM_SOCKET_MODE', `"${raw.TENSORSHM_SOCKET_MODE}" must keep owner read and write (0600)`)
+  const group = readGroup(raw.TENSORSHM_SOCKET_GROUP)
+  if (path === undefined) return undefined
+  // sun_path holds 108 bytes with the NUL; a longer path would be cut, and the socket made somewhere else.
+  if (Buffer.byteLength(path) > 107) throw new ConfigError('TENSORSHM_SOCKET', 'the path is longer than the 107 bytes a Unix socket address holds')
+  if (path.endsWith('/') || path.split('/').some((c) => c === '..' || c === '.')) throw new ConfigError('TENSORSHM_SOCKET', `"${path}" must name a file by a plain absolute path (no trailing slash, no . or ..)`)
+  return { path, mode, group }
+}
+
+/** A gid as given, or a group name looked up in /etc/group (once, at start). */
+function readGroup (group: string | undefined): number | undefined {
+  if (group === undefined) return undefined
+  if (/^[0-9]+$/.test(group)) {
+    const gid = Number(group)
+    if (gid > 0xfffffffe) throw new ConfigError('TENSORSHM_SOCKET_GROUP', 'a gid must be below 4294967295')
+    return gid
+  }
+  let text = ''
+  try { text = readFileSync('/etc/group', 'utf8') } catch {}
+  const line = text.split('\n').find((l) => l.split(':')[0] === group)
+  const gid = Number(line?.split(':')[2])
+  if (line === undefined || !Number.isInteger(gid)) throw new ConfigError('TENSORSHM_SOCKET_GROUP', `no group "${group}" in /etc/group`)
+  return gid
 }

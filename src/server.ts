@@ -2,6 +2,7 @@ import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import app, { serverOptions } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
+import { listenOnSocket, prepareSocketPath, SocketPathError } from './http/socket-path.js'
 import { logDestination } from './log-destination.js'
 
 let config
@@ -12,6 +13,17 @@ try {
   process.stderr.write(`tensorshm: invalid configuration: ${err.message}\n`)
   process.exit(2)
 }
+
+const uid = process.geteuid?.() ?? 0
+const refuseSocket = (err: unknown): never => {
+  if (!(err instanceof SocketPathError)) throw err
+  process.stderr.write(`tensorshm: TENSORSHM_SOCKET: ${err.message}\n`)
+  process.exit(1)
+}
+
+// Before anything else starts: a socket path that cannot be used stops the start with nothing done.
+let socketPath: { path: string, replaced: boolean } | undefined
+if (config.socket !== undefined) socketPath = await prepareSocketPath(config.socket, uid).catch(refuseSocket)
 
 const logs = logDestination()
 const server = Fastify(serverOptions(config, logs))
@@ -40,13 +52,20 @@ closeWithGrace({ delay: 30_000, onSecondSignal: now('second signal'), onTimeout:
   server.log.info({ signal }, 'closing')
   // At once, not after Fastify's close has begun: `npm start` reports the exit a few ms after the signal.
   server.segments.stopAccepting()
+  // Closes the Unix socket's server too (its preClose hook); Node removes the socket file.
   await server.close()
 })
 
-try {
-  await server.listen({ host: config.host, port: config.port })
-} catch (err) {
-  server.log.fatal({ err }, 'could not start')
-  logs.flushSync()
-  process.exit(1)
+if (socketPath !== undefined && config.socket !== undefined && server.localServer !== undefined) {
+  await listenOnSocket(server.localServer, socketPath.path, config.socket, uid).catch(refuseSocket)
+  server.log.info({ socket: socketPath.path, mode: config.socket.mode.toString(8), replacedStale: socketPath.replaced }, 'listening on the Unix socket')
+}
+if (config.tcp) {
+  try {
+    await server.listen({ host: config.host, port: config.port })
+  } catch (err) {
+    server.log.fatal({ err }, 'could not start')
+    logs.flushSync()
+    process.exit(1)
+  }
 }

@@ -38,6 +38,9 @@ t.test('defaults', async (t) => {
     authMetrics: false,
     authDocs: false,
     rateLimit: 0,
+    socket: undefined,
+    tcp: true,
+    adminUids: [],
     maxEventLoopDelay: 1000
   })
 })
@@ -100,7 +103,14 @@ t.test('a bad value stops the start with a message that names the variable', asy
     ['TENSORSHM_MAX_DESCRIPTORS', '0'],
     ['TENSORSHM_MAX_OPEN_SEGMENTS', '-1'],
     ['TENSORSHM_IDLE_TIMEOUT', '0'],
-    ['TENSORSHM_REQUEST_TIMEOUT', 'never']
+    ['TENSORSHM_REQUEST_TIMEOUT', 'never'],
+    ['TENSORSHM_SOCKET', 'relative.sock'],
+    ['TENSORSHM_SOCKET', `/run/${'x'.repeat(110)}`],
+    ['TENSORSHM_SOCKET', '/run/a/../b.sock'],
+    ['TENSORSHM_SOCKET_MODE', '0066'],
+    ['TENSORSHM_SOCKET_GROUP', 'no-such-group-here'],
+    ['TENSORSHM_ADMIN_UIDS', '0,x'],
+    ['TENSORSHM_TCP', 'false']
   ]
   for (const [variable, value] of bad) {
     t.throws(() => loadConfig({ [variable]: value }), { name: 'ConfigError', variable, message: new RegExp(`^${variable}: `) }, `${variable}=${value}`)

@@ -18,6 +18,7 @@ import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet'
 import type { IService } from 'kubernetes-models/v1/Service'
 import type { INamespace } from 'kubernetes-models/v1/Namespace'
 import type { ISecret } from 'kubernetes-models/v1/Secret'
+import type { IPod } from 'kubernetes-models/v1/Pod'
 
 import { build } from './helpers/build.js'
 import { root } from './helpers/server.js'
@@ -219,10 +220,9 @@ t.test('the DaemonSet runs one non-root, locked-down broker per node on the node
   t.equal(pod.enableServiceLinks, false, 'no service-link variables (TENSORSHM_PORT=tcp://…)')
   t.equal(pod.automountServiceAccountToken, false, 'no API token')
 
+  // uid 0, for three capabilities only: socket callers' segments are chowned to them, unlinked from sticky /dev/shm.
   const psc = pod.securityContext
-  t.equal(psc?.runAsNonRoot, true, 'pod runAsNonRoot')
-  t.equal(psc?.runAsUser, 1000, 'pod runAsUser 1000 (the image\'s node user)')
-  t.equal(psc?.runAsGroup, 1000, 'pod runAsGroup 1000')
+  t.equal(psc?.runAsUser, 0, 'pod runAsUser 0 (segments are given to their callers)')
   t.equal(psc?.fsGroup, 1000, 'pod fsGroup 1000')
   t.equal(psc?.seccompProfile?.type, 'RuntimeDefault', 'pod seccomp RuntimeDefault')
 
@@ -235,9 +235,8 @@ t.test('the DaemonSet runs one non-root, locked-down broker per node on the node
   t.equal(sc?.allowPrivilegeEscalation, false, 'allowPrivilegeEscalation false')
   t.not(sc?.privileged, true, 'not privileged')
   t.ok(sc?.capabilities?.drop?.includes('ALL'), 'drops all capabilities')
-  t.same(sc?.capabilities?.add ?? [], [], 'adds none')
-  t.not(sc?.runAsNonRoot, false, 'the container does not undo runAsNonRoot')
-  for (const k of ['runAsUser', 'runAsGroup'] as const) t.ok(sc?.[k] === undefined || sc[k] === 1000, `container ${k} is 1000`)
+  t.same([...sc?.capabilities?.add ?? []].sort(), ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'], 'adds back only chown, unlink in a sticky directory and file access')
+  for (const k of ['runAsUser', 'runAsGroup'] as const) t.ok(sc?.[k] === undefined, `the container keeps the pod's ${k}`)
   t.not(sc?.seccompProfile?.type, 'Unconfined', 'the container does not undo seccomp')
   t.ok(c.resources?.requests?.cpu !== undefined && c.resources.requests.memory !== undefined, 'cpu and memory requests')
   t.ok(c.resources?.limits?.memory !== undefined, 'a memory limit')
@@ -263,6 +262,21 @@ t.test('the DaemonSet runs one non-root, locked-down broker per node on the node
   t.equal(value('TENSORSHM_HOST'), '0.0.0.0', 'TENSORSHM_HOST=0.0.0.0')
   t.equal(value('TENSORSHM_PORT') ?? '8000', String(port), 'TENSORSHM_PORT is the container port')
   t.equal(value('TENSORSHM_SEGMENT_MODE'), '0660', 'TENSORSHM_SEGMENT_MODE=0660')
+  t.equal(value('TENSORSHM_SEGMENT_OWNER'), '1000:1000', 'TCP callers\' segments go to 1000:1000 (the broker is root)')
+  // The socket: in a hostPath directory only root writes, 0660 with the clients' group.
+  const socket = value('TENSORSHM_SOCKET') ?? ''
+  t.equal(value('TENSORSHM_SOCKET_MODE'), '0660', 'socket mode 0660')
+  t.equal(value('TENSORSHM_SOCKET_GROUP'), '1000', 'socket group 1000')
+  const sockMount = c.volumeMounts?.find((m) => m.mountPath === path.posix.dirname(socket))
+  const sockVol = pod.volumes?.find((v) => v.name === sockMount?.name)
+  t.equal(sockVol?.hostPath?.path, path.posix.dirname(socket), 'the socket lives on the node, in a directory of its own')
+  const client = manifests.find((m) => m.file.startsWith('client-example'))?.doc as unknown as IPod
+  const cc = client.spec?.containers[0]
+  t.equal(cc?.env?.find((e) => e.name === 'TENSORSHM_URL')?.value, `unix://${socket}`, 'the example client uses the socket')
+  const cm = cc?.volumeMounts?.find((m) => m.mountPath === path.posix.dirname(socket))
+  t.equal(cm?.readOnly, true, 'the client mounts the socket\'s directory read-only')
+  t.equal(client.spec?.volumes?.find((v) => v.name === cm?.name)?.hostPath?.path, path.posix.dirname(socket), 'the same node directory')
+  t.ok(client.spec?.securityContext?.supplementalGroups?.includes(1000), 'the client is in the socket\'s group')
   t.equal(value('TENSORSHM_STATE_DIR'), '/dev/shm/.tensorshm-state', 'the journal on tmpfs with the segments')
   t.match(value('TENSORSHM_MAX_TOTAL_BYTES'), /^[0-9]+([KMGT]i?B?)?$/, 'TENSORSHM_MAX_TOTAL_BYTES is a byte size')
   // Segments are fallocated by the broker, so their pages count against its memory cgroup.

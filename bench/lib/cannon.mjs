@@ -2,7 +2,7 @@
 // orchestrator): `node cannon.mjs <json>` with {port, scenario, connections, duration, warmup}; prints JSON.
 import autocannon from 'autocannon'
 
-const { port, scenario, connections = 16, duration = 10, warmup = 2, base = 0 } = JSON.parse(process.argv[2])
+const { port, scenario, connections = 16, duration = 10, warmup = 2, base = 0, socketPath } = JSON.parse(process.argv[2])
 const KiB64 = 65536
 
 // Object ids continue across invocations (`base`): a pair cut off by the end of a run leaves its segment
@@ -51,7 +51,7 @@ const scenarios = {
 function once (seconds) {
   const { requests, perIteration } = scenarios[scenario]()
   return new Promise((resolve, reject) => {
-    autocannon({ url: `http://127.0.0.1:${port}`, connections, duration: seconds, requests }, (err, result) => {
+    autocannon({ url: `http://127.0.0.1:${port}`, ...(socketPath === undefined ? {} : { socketPath }), connections, duration: seconds, requests }, (err, result) => {
       if (err != null) reject(err)
       else resolve({ result, perIteration })
     })

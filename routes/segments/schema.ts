@@ -52,9 +52,16 @@ export const SegmentStatusSchema = Type.Object({
 
 export const TtlSchema = Type.Integer({ minimum: 0, maximum: MAX_TTL, description: 'Lease in seconds; 0 means no expiry. Default: TENSORSHM_DEFAULT_TTL.', examples: [600] })
 
+export const ShareSchema = Type.Object({
+  group: Type.Integer({ minimum: 0, maximum: 4294967294, description: 'A gid the calling process belongs to (its primary or a supplementary group, as the kernel reports them).', examples: [1001] }),
+  access: Type.Optional(Type.Union([Type.Literal('read'), Type.Literal('read-write')], { default: 'read', description: '`read` (the default): mode 0640; `read-write`: mode 0660.' }))
+}, { additionalProperties: false, title: 'Share', description: 'Unix-socket callers only: the segments go to the caller\'s uid and this group instead of mode 0600.' })
+
 export const CreateSegmentsBodySchema = Type.Object({
   namespace: NamespaceSchema,
   ttl_seconds: Type.Optional(TtlSchema),
+  release_on_exit: Type.Optional(Type.Boolean({ default: false, description: 'Unix-socket callers only: release the namespace when the calling process exits (watched through a pidfd, and across restarts of the service).' })),
+  share: Type.Optional(ShareSchema),
   tensors: Type.Record(Type.String({ pattern: KEY_PATTERN }), Type.Union([TensorSpecSchema, Type.Array(TensorSpecSchema, { minItems: 1, maxItems: 4096 })]), {
     additionalProperties: false,
     minProperties: 1,

@@ -1,5 +1,8 @@
+import type { Identity } from '../../native/shm.js'
 import { parseDtype } from '../codecs/dtype.js'
 import { MAX_TTL } from '../segments/lease.js'
+import { isFileAccess } from '../segments/access.js'
+import { isProcessRef } from '../segments/exit-watch.js'
 import { isSegmentName } from '../segments/names.js'
 import { isKey, isNamespace } from '../segments/namespace.js'
 import type { SegmentRecord } from '../segments/registry.js'
@@ -8,8 +11,11 @@ import { checkSpec, MAX_NDIM } from '../segments/spec.js'
 /** A record as the journal keeps it: plain JSON (bigints as decimal strings, the dtype by name). */
 export interface Stored extends Omit<SegmentRecord, 'dtype' | 'ino' | 'dev'> { dtype: string, ino: string, dev: string }
 
-/** A file that is ours but no live segment (released, pooled, being created): recovery unlinks it if it is still ours. */
-export interface StoredLimbo { names: string[], ino?: string, dev?: string }
+/**
+ * A file that is ours but no live segment (released, pooled, being created): recovery unlinks it if it is still
+ * ours. `uid` is its owner when it was given to a local caller (the service's own otherwise).
+ */
+export interface StoredLimbo { names: string[], ino?: string, dev?: string, uid?: number }
 
 export type Op =
   | { op: 'intent', names: string[] }
@@ -21,6 +27,9 @@ export type Op =
   | { op: 'own', namespace: string, owner: string }
   | { op: 'disown', namespace: string }
   | { op: 'limbo', entries: StoredLimbo[] }
+
+/** A released record's file as recovery must find it: its inode, and its owner when a local caller's. */
+export const ownedBy = (r: SegmentRecord): Identity => r.file === undefined ? { ino: r.ino, dev: r.dev } : { ino: r.ino, dev: r.dev, uid: r.file.uid }
 
 export const store = (r: SegmentRecord): Stored => ({ ...r, dtype: r.dtype.name, ino: r.ino.toString(), dev: r.dev.toString() })
 
@@ -38,12 +47,13 @@ export const isOwner = (v: unknown): v is string => typeof v === 'string' && /^[
  */
 export function loadRecord (s: unknown, prefix: string): SegmentRecord | undefined {
   if (!isObject(s)) return undefined
-  const { name, namespace, key, index, shape, dtype, nbytes, size, ino, dev, createdAt, ttl, expiresAt, owner } = s
+  const { name, namespace, key, index, shape, dtype, nbytes, size, ino, dev, createdAt, ttl, expiresAt, owner, file, boundTo } = s
   if (!isSegmentName(name, prefix) || !isNamespace(namespace) || !isKey(key)) return undefined
   if (!(index === null || isCount(index)) || !isDigits(ino) || !isDigits(dev)) return undefined
   if (!isTime(createdAt) || !isCount(ttl) || ttl > MAX_TTL || !(expiresAt === null || isTime(expiresAt))) return undefined
   if (!(owner === null || isOwner(owner)) || typeof dtype !== 'string' || parseDtype(dtype) === undefined) return undefined
   if (!Array.isArray(shape) || shape.length > MAX_NDIM || !shape.every(isCount)) return undefined
+  if ((file !== undefined && !isFileAccess(file)) || (boundTo !== undefined && !isProcessRef(boundTo))) return undefined
   let spec
   try {
     spec = checkSpec({ shape, dtype }, 'journal', Number.MAX_SAFE_INTEGER)
@@ -51,13 +61,18 @@ export function loadRecord (s: unknown, prefix: string): SegmentRecord | undefin
     return undefined
   }
   if (nbytes !== spec.nbytes || size !== Math.max(spec.nbytes, 1)) return undefined
-  return { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes, size, ino: BigInt(ino), dev: BigInt(dev), createdAt, ttl, expiresAt, owner }
+  const record: SegmentRecord = { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes, size, ino: BigInt(ino), dev: BigInt(dev), createdAt, ttl, expiresAt, owner }
+  if (file !== undefined) record.file = { uid: file.uid, gid: file.gid, mode: file.mode }
+  if (boundTo !== undefined) record.boundTo = { pid: boundTo.pid, start: boundTo.start }
+  return record
 }
 
 export function loadLimbo (e: unknown, prefix: string): StoredLimbo | undefined {
   if (!isObject(e) || !Array.isArray(e.names) || !e.names.every((n) => isSegmentName(n, prefix))) return undefined
-  if (e.ino === undefined && e.dev === undefined) return { names: e.names }
-  return isDigits(e.ino) && isDigits(e.dev) ? { names: e.names, ino: e.ino, dev: e.dev } : undefined
+  if (e.ino === undefined && e.dev === undefined) return e.uid === undefined ? { names: e.names } : undefined
+  if (!isDigits(e.ino) || !isDigits(e.dev)) return undefined
+  if (e.uid === undefined) return { names: e.names, ino: e.ino, dev: e.dev }
+  return isCount(e.uid) && e.uid <= 0xfffffffe ? { names: e.names, ino: e.ino, dev: e.dev, uid: e.uid } : undefined
 }
 
 /** Checks the shape of one journal line; the fields of records and limbo entries are checked one by one later. */

@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, fsyncSync, readSync, writeSync } from 'node:fs'
 import type { Identity } from '../../native/shm.js'
-import { store, type Op, type StoredLimbo } from './format.js'
+import { ownedBy, store, type Op, type StoredLimbo } from './format.js'
 import { Replay, type Replayed } from './replay.js'
 import type { SegmentRecord } from '../segments/registry.js'
 import type { StateDir } from './state-dir.js'
@@ -114,7 +114,7 @@ export class Journal {
 
   #releasing (records: SegmentRecord[], moves: Map<string, string>): Op {
     for (const r of records) {
-      const id = { ino: r.ino, dev: r.dev }
+      const id = ownedBy(r)
       this.limbo.set(r.name, id)
       const to = moves.get(r.name)
       if (to !== undefined) this.limbo.set(to, id)
@@ -168,7 +168,7 @@ export class Journal {
       if (chunk.length === SNAPSHOT_CHUNK) { ops.push({ op: 'create', records: chunk.map(store) }); chunk = [] }
     }
     if (chunk.length > 0) ops.push({ op: 'create', records: chunk.map(store) })
-    const limbo: StoredLimbo[] = [...this.limbo].map(([name, id]) => id === null ? { names: [name] } : { names: [name], ino: id.ino.toString(), dev: id.dev.toString() })
+    const limbo: StoredLimbo[] = [...this.limbo].map(([name, id]) => id === null ? { names: [name] } : { names: [name], ino: id.ino.toString(), dev: id.dev.toString(), ...(id.uid === undefined ? {} : { uid: id.uid }) })
     for (let i = 0; i < limbo.length; i += SNAPSHOT_CHUNK) ops.push({ op: 'limbo', entries: limbo.slice(i, i + SNAPSHOT_CHUNK) })
     this.dir.unlink(TMP)
     let fd: number | undefined

@@ -1,7 +1,7 @@
 import { namespaceCovers } from '../segments/namespace.js'
 import { expiry } from '../segments/lease.js'
 import type { SegmentRecord } from '../segments/registry.js'
-import { isOp, loadLimbo, loadRecord } from './format.js'
+import { isOp, loadLimbo, loadRecord, ownedBy } from './format.js'
 import type { Identity } from '../../native/shm.js'
 
 export interface Replayed {
@@ -56,7 +56,7 @@ export class Replay {
           const live = this.#live.get(name)
           if (live === undefined) continue
           this.#live.delete(name)
-          const id = { ino: live.record.ino, dev: live.record.dev }
+          const id = ownedBy(live.record)
           this.#limbo.set(name, id)
           const to = op.moves?.[name]
           if (to !== undefined) this.#limbo.set(to, id)
@@ -72,7 +72,7 @@ export class Replay {
         for (const raw of op.entries) {
           const e = loadLimbo(raw, this.prefix)
           if (e === undefined) { this.skipped++; continue }
-          const id = e.ino === undefined || e.dev === undefined ? null : { ino: BigInt(e.ino), dev: BigInt(e.dev) }
+          const id = e.ino === undefined || e.dev === undefined ? null : { ino: BigInt(e.ino), dev: BigInt(e.dev), ...(e.uid === undefined ? {} : { uid: e.uid }) }
           for (const name of e.names) this.#limbo.set(name, id)
         }
         break

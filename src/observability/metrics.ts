@@ -7,7 +7,7 @@ import { RateMeter } from './rate.js'
 import type { ReleaseReason, SegmentService } from '../segments/service.js'
 import type { Sweeper } from '../segments/sweeper.js'
 
-const REASONS: ReleaseReason[] = ['client', 'expired', 'shutdown', 'vanished']
+const REASONS: ReleaseReason[] = ['client', 'expired', 'shutdown', 'vanished', 'owner_exit']
 const QUOTAS: QuotaReason[] = ['total_bytes', 'segments', 'namespace_segments', 'capacity']
 const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 

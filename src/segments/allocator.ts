@@ -37,9 +37,10 @@ export class Allocator {
   /**
    * Journals every record before the client can hear of it. Fresh files are intended first (recovery unlinks
    * what a SIGKILL leaves of them); a kept file is renamed only after its record is written, so recovery finds
-   * it either under the new name, adopted, or under its pool name, in limbo, and unlinks it.
+   * it either under the new name, adopted, or under its pool name, in limbo, and unlinks it. `extra`: the owner and
+   * mode given to a local caller's files, and the process release_on_exit binds them to.
    */
-  async allocate (planned: Planned[], namespace: string, ttl: number, owner: string | null): Promise<SegmentRecord[]> {
+  async allocate (planned: Planned[], namespace: string, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'> = {}): Promise<SegmentRecord[]> {
     const pages = planned.reduce((n, p) => n + pagesOf(p.size, this.pageSize), 0)
     this.#checkQuota(planned.length, pages, namespace)
     this.#pendingCount += planned.length
@@ -49,16 +50,17 @@ export class Allocator {
     const names = planned.map(() => this.files.newName())
     let journaled = false
     try {
+      // A local caller's files are never pooled: they belong to it, and it could keep one open past its release.
       for (const p of planned) {
-        const taking = this.pool.take(owner, namespace, p.size)
+        const taking = extra.file === undefined ? this.pool.take(owner, namespace, p.size) : undefined
         kept.push(taking === undefined ? undefined : this.#checked(await taking, p.size))
       }
       const fresh = planned.flatMap((_, i) => kept[i] === undefined ? [i] : [])
       if (fresh.length > 0) this.files.intend(fresh.map((i) => names[i] as string))
       for (const [i, item] of planned.entries()) {
         const from = kept[i]
-        const id = from ?? await this.#fresh(names, i, item.size)
-        made.push(record(names[i] as string, namespace, item, id, ttl, owner))
+        const id = from ?? await this.#fresh(names, i, item.size, extra.file)
+        made.push(record(names[i] as string, namespace, item, id, ttl, owner, extra))
       }
       await this.files.created(made)
       journaled = true
@@ -107,10 +109,10 @@ export class Allocator {
   }
 
   /** A fresh file under names[i]; 64 random bits collide only with a file someone placed on purpose: draw again, a few times. */
-  async #fresh (names: string[], i: number, size: number): Promise<Identity> {
+  async #fresh (names: string[], i: number, size: number, file: SegmentRecord['file']): Promise<Identity> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.files.create(names[i] as string, size)
+        return await this.files.create(names[i] as string, size, file)
       } catch (err) {
         if (!isSysError(err, 'EEXIST') || attempt >= 3) throw err
         names[i] = this.files.newName()
@@ -153,7 +155,10 @@ function inspectStat (name: string, expected: Expected): Stat | undefined {
   return found.kind === 'ours' ? found.stat : undefined
 }
 
-function record (name: string, namespace: string, { key, index, spec, size }: Planned, id: Identity, ttl: number, owner: string | null): SegmentRecord {
+function record (name: string, namespace: string, { key, index, spec, size }: Planned, id: Identity, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'>): SegmentRecord {
   const createdAt = Date.now()
-  return { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
+  const r: SegmentRecord = { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
+  if (extra.file !== undefined) r.file = extra.file
+  if (extra.boundTo !== undefined) r.boundTo = extra.boundTo
+  return r
 }

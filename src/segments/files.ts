@@ -1,6 +1,7 @@
 import { createSegment, inspect, unlinkIfOurs, unlinkQuietly, type CreateOptions, type Expected } from '../../native/segment-file.js'
 import * as shm from '../../native/shm.js'
 import type { Journal } from '../journal/journal.js'
+import type { FileAccess } from './access.js'
 import type { Logger } from './logger.js'
 import { pagesOf, type SegmentRecord } from './registry.js'
 
@@ -23,8 +24,9 @@ export class SegmentFiles {
   constructor (private readonly journal: Journal, readonly newName: () => string, private readonly uid: number,
     private readonly options: Omit<CreateOptions, 'size'>, private readonly pageSize: number, private readonly log: Logger) {}
 
-  expected (identity?: shm.Identity): Expected {
-    return { uid: this.uid, identity }
+  /** A file is ours if it is the inode we made and belongs to whom we gave it (a local caller), or else to us. */
+  expected (identity?: shm.Identity & { file?: FileAccess | undefined }): Expected {
+    return { uid: identity?.file?.uid ?? identity?.uid ?? this.uid, identity }
   }
 
   /** Before any of `names` exists. */
@@ -47,9 +49,11 @@ export class SegmentFiles {
     this.journal.settled(...names)
   }
 
-  /** A fresh segment under a name already intended. */
-  async create (name: string, size: number): Promise<shm.Identity> {
-    return await createSegment(name, { ...this.options, size })
+  /** A fresh segment under a name already intended; given to a local caller with `access`, else the instance's. */
+  async create (name: string, size: number, access?: FileAccess): Promise<shm.Identity> {
+    if (access === undefined) return await createSegment(name, { ...this.options, size })
+    const made = await createSegment(name, { ...this.options, size, mode: access.mode, owner: { uid: access.uid, gid: access.gid } })
+    return { ino: made.ino, dev: made.dev, uid: access.uid }
   }
 
   /** Renames a file we checked is ours; the journal already knows both names. */

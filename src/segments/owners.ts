@@ -29,7 +29,7 @@ export class Owners {
     if (owner === null) return
     const root = namespaceRoot(namespace)
     const claim = this.#claims.get(root)
-    if (claim !== undefined && claim.owner !== owner) throw new errors.NamespaceForbidden(`namespace: "${root}" belongs to another API key`)
+    if (claim !== undefined && claim.owner !== owner) throw new errors.NamespaceForbidden(`namespace: "${root}" belongs to ${owner.startsWith('uid:') ? 'another user' : 'another API key'}`)
     if (claim === undefined) this.#claims.set(root, { owner, pending: 1, journaled: false })
     else claim.pending++
   }

@@ -1,10 +1,15 @@
 import { errors } from '../errors.js'
+import type { ShareRequest } from './access.js'
 import { checkSpec, type Spec, type TensorSpecInput } from './spec.js'
 
 export interface CreateRequest {
   namespace: string
   tensors: Record<string, TensorSpecInput | TensorSpecInput[]>
   ttl_seconds?: number
+  /** Release the namespace when the calling process exits (Unix-socket callers only). */
+  release_on_exit?: boolean
+  /** Let one of the caller's groups map the segments (Unix-socket callers only). */
+  share?: ShareRequest
 }
 
 export interface Planned { key: string, index: number | null, field: string, spec: Spec, size: number }

@@ -1,4 +1,6 @@
 import type { Dtype } from '../codecs/dtype.js'
+import type { FileAccess } from './access.js'
+import type { ProcessRef } from './exit-watch.js'
 import { namespaceCovers, namespaceRoot } from './namespace.js'
 
 export interface SegmentRecord {
@@ -19,8 +21,12 @@ export interface SegmentRecord {
   ttl: number
   /** Epoch ms after which the lease has run out; null never expires. */
   expiresAt: number | null
-  /** Who registered it: an API key's id, or null without authentication. */
+  /** Who registered it: an API key's id, `uid:<n>` for a local caller, or null without authentication. */
   owner: string | null
+  /** The file's owner and mode when it was given to a local caller; absent when the service's own. */
+  file?: FileAccess
+  /** release_on_exit: the process whose exit releases the namespace. */
+  boundTo?: ProcessRef
 }
 
 /** Bytes a file of `size` occupies on tmpfs: whole pages, one at least (what quotas count, not st_size). */

@@ -35,8 +35,9 @@ export class Releaser {
         // Opened read-write: a file kept for reuse is zeroed through this fd and handed out with it.
         const found = probe(r.name, this.files.expected(r), true)
         if (found.kind !== 'ours') return { r, action: 'none' }
-        // A segment still being read keeps its pages through the reader's fd; it is never recycled under it.
-        const keep = !shutdown && !this.handles.busy(r.name) && this.pool.wants(r.size, found.stat)
+        // A segment still being read keeps its pages through the reader's fd; it is never recycled under it. A
+        // local caller's file is its own, and it could keep it open past the release: never recycled either.
+        const keep = !shutdown && r.file === undefined && !this.handles.busy(r.name) && this.pool.wants(r.size, found.stat)
         const withFd = keep && fds < FDS_PER_RELEASE
         if (withFd) fds++
         else close(found.fd)

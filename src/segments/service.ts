@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events'
 import { inspect, unlinkIfOurs } from '../../native/segment-file.js'
-import { capacity, openFileLimit } from '../../native/shm.js'
+import { isSysError } from '../../native/sys-error.js'
+import { capacity, close as closeFd, openFileLimit } from '../../native/shm.js'
+import { fileAccess } from './access.js'
 import { OPERATOR, ownerOf, sees, type Caller } from './caller.js'
 import type { Config } from '../config.js'
 import { errors } from '../errors.js'
@@ -8,6 +10,7 @@ import { SegmentFiles } from './files.js'
 import { Allocator, Refused } from './allocator.js'
 import { Handles, type Handle } from './handles.js'
 import type { Journal } from '../journal/journal.js'
+import { ExitWatch, type ProcessRef } from './exit-watch.js'
 import { expiry } from './lease.js'
 import type { Logger } from './logger.js'
 import { checkSegmentName, newSegmentName } from './names.js'
@@ -20,7 +23,7 @@ import { Releaser } from './releaser.js'
 
 export type { CreateRequest } from './plan.js'
 export type { Handle } from './handles.js'
-export type ReleaseReason = 'client' | 'expired' | 'shutdown' | 'vanished'
+export type ReleaseReason = 'client' | 'expired' | 'shutdown' | 'vanished' | 'owner_exit'
 /** Whether a segment's file is still there, and still ours. */
 export type Presence = 'present' | 'missing' | 'replaced'
 
@@ -59,6 +62,7 @@ export class SegmentService extends EventEmitter<Events> {
   readonly #files: SegmentFiles
   readonly #handles: Handles
   readonly #owners: Owners
+  readonly #exits: ExitWatch
   /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
   readonly #pending = new Set<string>()
   readonly #allocator: Allocator
@@ -86,6 +90,7 @@ export class SegmentService extends EventEmitter<Events> {
     this.#handles = new Handles(Math.max(1, Math.min(config.maxOpenSegments, limit === undefined ? Infinity : Math.floor(limit / 2))))
     this.#owners = new Owners(journal, (root) => this.#registry.holdsRoot(root))
     this.#releaser = new Releaser(this.#registry, files, this.#pool, this.#handles, journal, this.#newName, this.#pageSize, log)
+    this.#exits = new ExitWatch((namespace, owner) => { this.#ownerExited(namespace, owner) }, log)
     this.#allocator = new Allocator(config, this.#registry, this.#pool, files, this.#handles, this.#pageSize)
     journal.attach({ records: () => this.#registry.values(), owners: () => this.#owners.snapshot() })
   }
@@ -110,6 +115,7 @@ export class SegmentService extends EventEmitter<Events> {
       this.journal.settled(name)
     }
     this.#owners.restore(owners)
+    this.#restoreBindings()
     if (vanished.length > 0) {
       this.journal.forgot(vanished.map((r) => r.name))
       this.emit('released', vanished, 'vanished')
@@ -124,10 +130,18 @@ export class SegmentService extends EventEmitter<Events> {
 
   async create (request: CreateRequest, caller: Caller): Promise<CreateResult> {
     if (this.#closing) throw new errors.ShuttingDown('the service is shutting down')
+    // Checked with what the kernel said about the caller, before anything is claimed or made.
+    const file = fileAccess(caller, request.share)
+    const binding = request.release_on_exit === true ? this.#bindingOf(caller) : undefined
     const owner = ownerOf(caller)
     const { namespace } = request
     // Another key's root is 403 before anything else is said about the request.
-    this.#owners.acquire(namespace, owner)
+    try {
+      this.#owners.acquire(namespace, owner)
+    } catch (err) {
+      if (binding !== undefined) closeFd(binding.fd)
+      throw err
+    }
     const keys = Object.keys(request.tensors)
     let made: SegmentRecord[] = []
     let reserved = false
@@ -140,10 +154,14 @@ export class SegmentService extends EventEmitter<Events> {
       }
       for (const key of keys) this.#pending.add(`${namespace}\0${key}`)
       reserved = true
-      made = await this.#allocator.allocate(planned, namespace, request.ttl_seconds ?? this.config.defaultTtl, owner)
+      made = await this.#allocator.allocate(planned, namespace, request.ttl_seconds ?? this.config.defaultTtl, owner, { file, boundTo: binding?.ref })
       for (const r of made) this.#registry.add(r)
+      if (binding !== undefined && owner !== null) this.#exits.bind(binding.ref, binding.fd, namespace, owner, made.length)
     } catch (err) {
+      if (binding !== undefined) closeFd(binding.fd)
       if (err instanceof Refused) { this.emit('rejected', err.reason); throw err.error }
+      // Only root (CAP_CHOWN) can give a file to another uid.
+      if (file !== undefined && isSysError(err, 'EPERM')) throw new errors.OwnershipUnavailable(`the service cannot give segments to uid ${file.uid} (it runs without CAP_CHOWN)`)
       // ENOSPC from libc or from the journal's write: /dev/shm is full (answered as 507 by the error registry).
       if ((err as NodeJS.ErrnoException).code === 'ENOSPC') this.emit('rejected', 'capacity')
       throw err
@@ -206,8 +224,8 @@ export class SegmentService extends EventEmitter<Events> {
       if (ttl !== undefined) r.ttl = ttl
       r.expiresAt = expiry(now, r.ttl)
     }
-    // One line per renewal, however many segments it covers: the journal stays as large as the live state.
-    if (records.length > 0) this.journal.renewed(namespace, ownerOf(caller), ttl ?? null, now)
+    // One line per renewal and owner (an admin renews others'), however many segments it covers.
+    for (const owner of new Set(records.map((r) => r.owner))) this.journal.renewed(namespace, owner, ttl ?? null, now)
     return records
   }
 
@@ -227,6 +245,7 @@ export class SegmentService extends EventEmitter<Events> {
       this.log.warn({ segment: r.name, namespace: r.namespace, bytes: r.size }, 'segment vanished from /dev/shm')
     }
     this.journal.forgot(known.map((r) => r.name))
+    this.#unbind(known)
     for (const root of new Set(known.map((r) => namespaceRoot(r.namespace)))) this.#owners.released(root)
     this.emit('released', known, reason)
   }
@@ -301,6 +320,8 @@ export class SegmentService extends EventEmitter<Events> {
 
   #shutdown (): number {
     this.#closing = true
+    // Bindings stay in the journal: the next start watches those processes again.
+    this.#exits.close()
     if (this.config.keepOnShutdown) return 0
     const all = this.list(undefined, OPERATOR)
     this.#release(all, 'shutdown')
@@ -339,8 +360,41 @@ export class SegmentService extends EventEmitter<Events> {
   }
 
   #released (records: SegmentRecord[], reason: ReleaseReason): void {
+    this.#unbind(records)
     for (const root of new Set(records.map((r) => namespaceRoot(r.namespace)))) this.#owners.released(root)
     this.emit('released', records, reason)
+  }
+
+  /** release_on_exit: the calling process, pinned by a pidfd before anything is created. */
+  #bindingOf (caller: Caller): { ref: ProcessRef, fd: number } {
+    if (caller.kind !== 'uid') throw new errors.LocalCallerRequired('release_on_exit: only a caller on the Unix socket (TENSORSHM_SOCKET) has a process the service can watch')
+    if (caller.pid <= 0) throw new errors.LocalCallerRequired('release_on_exit: the calling process is outside the service\'s pid namespace, so its exit cannot be recorded')
+    const fd = caller.pidfd()
+    const ref = this.#exits.identify(fd, caller.pid)
+    if (ref !== undefined) return { ref, fd }
+    closeFd(fd)
+    throw new errors.LocalCallerRequired('release_on_exit: the calling process has exited already')
+  }
+
+  /** The process a namespace was bound to exited: its owner's segments there (and below) go. */
+  #ownerExited (namespace: string, owner: string): void {
+    const records = [...this.#registry.covered(namespace)].filter((r) => r.owner === owner)
+    this.log.info({ namespace, owner, segments: records.length }, 'a process bound by release_on_exit exited; its namespace is released')
+    this.#release(records, 'owner_exit')
+  }
+
+  /** After a restart: bound processes are watched again; namespaces whose process exited meanwhile go now. */
+  #restoreBindings (): void {
+    const gone = new Map<string, [string, string]>()
+    for (const r of this.#registry.values()) {
+      if (r.boundTo === undefined || r.owner === null) continue
+      if (!this.#exits.restore(r.boundTo, r.namespace, r.owner)) gone.set(`${r.owner}\0${r.namespace}`, [r.namespace, r.owner])
+    }
+    for (const [namespace, owner] of gone.values()) this.#ownerExited(namespace, owner)
+  }
+
+  #unbind (records: SegmentRecord[]): void {
+    for (const r of records) if (r.boundTo !== undefined) this.#exits.unbind(r.boundTo, r.namespace)
   }
 }
 

@@ -52,10 +52,18 @@ export async function sandbox (t: Test, size = '256m'): Promise<Sandbox> {
 
 export interface User { name: string, uid: number, gid: number }
 
+/** A local group of its own, removed when the test ends (after its members: teardowns run last first). */
+export function localGroup (t: Test): { name: string, gid: number } {
+  const name = `tshmg${randomBytes(4).toString('hex')}`
+  execFileSync('groupadd', ['-r', name])
+  t.teardown(() => { spawnSync('groupdel', [name]) })
+  return { name, gid: Number(execFileSync('getent', ['group', name]).toString().split(':')[2]) }
+}
+
 /** A local user of its own, removed when the test ends: the other tenant of a shared host. */
-export function localUser (t: Test): User {
+export function localUser (t: Test, groups: string[] = []): User {
   const name = `tshm${randomBytes(4).toString('hex')}`
-  execFileSync('useradd', ['-M', '-r', '-s', '/usr/sbin/nologin', name])
+  execFileSync('useradd', ['-M', '-r', '-s', '/usr/sbin/nologin', ...(groups.length > 0 ? ['-G', groups.join(',')] : []), name])
   // Whatever still runs as the user (a loop a test started) goes with it: userdel refuses while it runs.
   t.teardown(() => { spawnSync('pkill', ['-KILL', '-u', name]); spawnSync('userdel', [name]) })
   const id = (flag: string) => Number(execFileSync('id', [flag, name]).toString().trim())

@@ -2,8 +2,9 @@ import fp from 'fastify-plugin'
 import bearerAuth from '@fastify/bearer-auth'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { createHash } from 'node:crypto'
-import { ANONYMOUS, keyCaller, type Caller } from '../../segments/caller.js'
+import { ANONYMOUS, keyCaller, type Caller, type LocalCaller } from '../../segments/caller.js'
 import { errors } from '../../errors.js'
+import { peerOf } from '../../http/peer.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -20,10 +21,20 @@ declare module 'fastify' {
 export const keyId = (key: string): string => `key-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`
 
 export default fp(async (fastify) => {
-  const { apiKeys } = fastify.config
+  const { apiKeys, adminUids } = fastify.config
   fastify.decorateRequest<Caller | null>('caller', null)
+
+  /** A Unix-socket caller, as the kernel named it; undefined on TCP. Its uid, gid and pid go into the request's log. */
+  const local = (request: FastifyRequest): LocalCaller | undefined => {
+    const peer = peerOf(request.raw.socket)
+    if (peer === undefined) return undefined
+    const { uid, gid, pid, groups, pidfd } = peer
+    request.log = request.log.child({ peer: { uid, gid, pid } })
+    return { kind: 'uid', uid, gid, pid, groups, admin: uid === 0 || adminUids.includes(uid), pidfd }
+  }
+
   if (apiKeys.length === 0) {
-    fastify.decorate('authenticate', async (request: FastifyRequest) => { request.caller = ANONYMOUS })
+    fastify.decorate('authenticate', async (request: FastifyRequest) => { request.caller = local(request) ?? ANONYMOUS })
     return
   }
   // bearer-auth compares in constant time; its hook is not used, so that failures answer in this API's error format.
@@ -31,6 +42,11 @@ export default fp(async (fastify) => {
   const verify = fastify.verifyBearerAuth
   if (verify === undefined) throw new Error('@fastify/bearer-auth did not decorate verifyBearerAuth')
   fastify.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+    // On the socket, the kernel's word is enough; a key, when one is sent, is checked and then wins.
+    if (request.headers.authorization === undefined) {
+      const caller = local(request)
+      if (caller !== undefined) { request.caller = caller; return }
+    }
     await new Promise<void>((resolve, reject) => {
       verify(request, reply, (err) => {
         if (err === undefined) return resolve()

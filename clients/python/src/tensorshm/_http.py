@@ -1,4 +1,8 @@
-"""A small HTTP/1.1 transport on the standard library's ``http.client``, with keep-alive per thread."""
+"""A small HTTP/1.1 transport on the standard library's ``http.client``, with keep-alive per thread.
+
+Besides ``http://`` and ``https://``, ``unix:///path/to/socket`` speaks HTTP over the service's Unix domain socket
+(``TENSORSHM_SOCKET``), where the kernel tells the service who is calling: no API key is needed there.
+"""
 
 from __future__ import annotations
 
@@ -35,17 +39,41 @@ class Response:
                                 status=self.status, code="TSHM_BAD_RESPONSE") from e
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over an AF_UNIX stream socket: the same requests, another address family."""
+
+    def __init__(self, path: str, timeout: Optional[float]) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class Transport:
     """Sends requests to one base URL; one persistent connection per thread (and per process, after a fork)."""
 
     def __init__(self, url: str, api_key: Optional[str], timeout: Optional[float]) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url: {url!r} is not an http:// or https:// URL")
+        self.socket_path: Optional[str] = None
+        if parts.scheme == "unix":
+            # unix:///run/tensorshm/tensorshm.sock: the whole path is the socket's; requests go to the root.
+            if parts.netloc or not parts.path.startswith("/") or parts.query or parts.fragment:
+                raise ValueError(f"url: {url!r} is not unix:///absolute/path/to/socket")
+            self.socket_path = parts.path
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url: {url!r} is not an http://, https:// or unix:/// URL")
         self.scheme = parts.scheme
-        self.host = parts.hostname
+        self.host = parts.hostname or "localhost"
         self.port = parts.port
-        self.base_path = parts.path.rstrip("/")
+        self.base_path = "" if self.socket_path is not None else parts.path.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
         self._local = threading.local()
@@ -54,8 +82,11 @@ class Transport:
         conn = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn, True
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        conn = cls(self.host, self.port, timeout=self.timeout)
+        if self.socket_path is not None:
+            conn: http.client.HTTPConnection = UnixHTTPConnection(self.socket_path, self.timeout)
+        else:
+            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            conn = cls(self.host, self.port, timeout=self.timeout)
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn, False
 
@@ -113,6 +144,8 @@ class Transport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _where(self, target: str) -> str:
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path} {target}"
         port = f":{self.port}" if self.port else ""
         return f"{self.scheme}://{self.host}{port}{target}"
 

@@ -145,11 +145,26 @@ def _ndarray_items(value: Any, where: str) -> Optional[List[np.ndarray]]:
     return [_torch.as_array(v, f"{where}[{i}]") if _torch.is_tensor(v) else v for i, v in enumerate(arrays)]
 
 
+def _gid(group: Union[int, str]) -> int:
+    """A group by gid or by name, looked up here: the caller and the service share the host's groups."""
+    if isinstance(group, bool) or not isinstance(group, (int, str)):
+        raise TypeError(f"share_group: a group name or gid, not {type(group).__name__}")
+    if isinstance(group, int):
+        return group
+    import grp
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"share_group: no group named {group!r}") from None
+
+
 class Client:
     """A client of one tensorshm service.
 
     Args:
-        url: the service's base URL; default ``$TENSORSHM_URL``, else ``http://127.0.0.1:8000``.
+        url: the service's base URL, or ``unix:///path/to/socket`` for its Unix socket (``TENSORSHM_SOCKET``: the
+            service then knows the calling user from the kernel, and segments belong to it); default
+            ``$TENSORSHM_URL``, else ``http://127.0.0.1:8000``.
         api_key: sent as ``Authorization: Bearer <key>``; default ``$TENSORSHM_API_KEY``, else none.
         timeout: seconds to wait for a connection or for each read from it (``None``: wait forever).
         client_id: the first component of the namespaces :meth:`put` makes up; default a random ``py-<hex>``.
@@ -192,7 +207,9 @@ class Client:
         """A fresh namespace of this client: ``<client_id>/<uuid4 hex>``."""
         return f"{self.client_id}/{uuid.uuid4().hex}"
 
-    def put(self, arrays: Mapping[str, Any], namespace: Optional[str] = None, ttl: Optional[float] = None) -> PutResult:
+    def put(self, arrays: Mapping[str, Any], namespace: Optional[str] = None, ttl: Optional[float] = None, *,
+            release_on_exit: bool = False, share_group: Optional[Union[int, str]] = None,
+            share_access: str = "read") -> PutResult:
         """Copies arrays into new segments and returns their descriptors.
 
         Args:
@@ -201,6 +218,10 @@ class Client:
                 Keys of arrays must match ``[A-Za-z0-9_][A-Za-z0-9_:-]{0,127}`` (the service checks).
             namespace: where to allocate; default a new ``<client_id>/<uuid4 hex>`` (see ``result.namespace``).
             ttl: lease in seconds (rounded up; 0 = no expiry); default the service's ``TENSORSHM_DEFAULT_TTL``.
+            release_on_exit: over ``unix://`` only: the service releases the namespace when this process exits.
+            share_group: over ``unix://`` only: a group of this user's (a name or a gid) that may map the
+                segments too; otherwise they are mode 0600, this user's alone.
+            share_access: ``"read"`` (mode 0640) or ``"read-write"`` (0660) for ``share_group``.
 
         Returns:
             a :class:`PutResult`: ``{key: descriptor | [descriptor, ...] | passthrough value}``, in the order of
@@ -256,6 +277,10 @@ class Client:
         ttl_seconds = _ttl_seconds(ttl, "ttl")
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
+        if release_on_exit:
+            body["release_on_exit"] = True
+        if share_group is not None:
+            body["share"] = {"group": _gid(share_group), "access": share_access}
         answer = self._http.request("POST", "/v1/segments", body=body, expect=(201,)).json()
         segments = answer.get("segments") if isinstance(answer, dict) else None
         if not isinstance(segments, dict):
