@@ -50,6 +50,20 @@ def test_tensorshm_url_may_name_the_socket(local, monkeypatch):
         assert c.release(d) == 1
 
 
+def test_nos_code_runs_over_the_socket(local, monkeypatch):
+    from tensorshm.nos import SharedMemoryTransportManager, TensorSpec
+    monkeypatch.setenv("TENSORSHM_URL", f"unix://{local.socket}")
+    manager = SharedMemoryTransportManager()
+    shm_map = manager.create({"img": TensorSpec((2, 3), "uint8")}, namespace="nos-unix")
+    img = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    manager.copy(shm_map, {"img": img})
+    st = os.stat(SHM / shm_map["img"].name)
+    assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o600, "the caller's own file, as for put"
+    assert (shm_map["img"].get() == img).all()
+    manager.cleanup("nos-unix")
+    assert not (SHM / shm_map["img"].name).exists()
+
+
 def test_sharing_with_a_group_by_name(uclient):
     import grp
     group = grp.getgrgid(os.getegid()).gr_name
@@ -61,6 +75,19 @@ def test_sharing_with_a_group_by_name(uclient):
         uclient.release(d)
     with pytest.raises(ValueError, match="no group named"):
         uclient.put({"x": np.ones(2)}, share_group="no-such-group-anywhere")
+
+
+def test_allocate_shares_as_put_does(uclient):
+    import grp
+    group = grp.getgrgid(os.getegid()).gr_name
+    with uclient.allocate({"x": {"shape": [4], "dtype": "uint8"}}, share_group=group) as a:
+        a["x"][:] = 7
+        d = a.descriptors
+    try:
+        st = os.stat(SHM / d["x"]["name"])
+        assert st.st_gid == os.getegid() and stat.S_IMODE(st.st_mode) == 0o640
+    finally:
+        uclient.release(d)
 
 
 def test_release_on_exit_releases_the_namespace_when_the_process_exits(uclient, local, python_env):

@@ -256,7 +256,8 @@ class Client:
                 sources[key] = items
         if not tensors:
             return PutResult(arrays, namespace if namespace is not None else self.new_namespace(), None)
-        created = self._create(tensors, namespace, ttl)
+        created = self._create(tensors, namespace, ttl, release_on_exit=release_on_exit, share_group=share_group,
+                               share_access=share_access)
         try:
             for key, src in sources.items():
                 if isinstance(src, list):
@@ -270,7 +271,9 @@ class Client:
         result = {key: created[key] if key in created else value for key, value in arrays.items()}
         return PutResult(result, created.namespace, created.expires_at)
 
-    def _create(self, tensors: Dict[str, Any], namespace: Optional[str], ttl: Optional[float]) -> PutResult:
+    def _create(self, tensors: Dict[str, Any], namespace: Optional[str], ttl: Optional[float], *,
+                release_on_exit: bool = False, share_group: Optional[Union[int, str]] = None,
+                share_access: str = "read") -> PutResult:
         """One ``POST /v1/segments`` (all or nothing): the descriptors, checked to match the request's keys."""
         namespace = namespace if namespace is not None else self.new_namespace()
         body: Dict[str, Any] = {"namespace": namespace, "tensors": tensors}
@@ -303,7 +306,9 @@ class Client:
                 except Exception:
                     pass
 
-    def allocate(self, specs: Mapping[str, Any], namespace: Optional[str] = None, ttl: Optional[float] = None) -> Allocation:
+    def allocate(self, specs: Mapping[str, Any], namespace: Optional[str] = None, ttl: Optional[float] = None, *,
+                 release_on_exit: bool = False, share_group: Optional[Union[int, str]] = None,
+                 share_access: str = "read") -> Allocation:
         """Allocates segments and maps them writable here: the zero-copy producer's path (``put`` is the copying one).
 
         ``with client.allocate({"img": TensorSpec((1620, 2880, 3), "uint8")}) as a:`` then render straight into
@@ -315,7 +320,7 @@ class Client:
                 NOS's), a mapping ``{"shape": [...], "dtype": ...}``, or an ``np.ndarray`` / CPU ``torch.Tensor``
                 used as a template (its shape and dtype; its data is not copied). A torch dtype
                 (``{"shape": ..., "dtype": torch.float32}``) or a torch template makes that view a ``torch.Tensor``.
-            namespace, ttl: as for :meth:`put`.
+            namespace, ttl, release_on_exit, share_group, share_access: as for :meth:`put`.
 
         Returns:
             an :class:`Allocation`: ``.arrays`` (writable views, C order; zeroed unless the service's pool hands a
@@ -339,7 +344,8 @@ class Client:
             else:
                 plan[key] = parse_spec(value, where)
         tensors = {k: [wire_spec(s) for s in v] if isinstance(v, list) else wire_spec(v) for k, v in plan.items()}
-        result = self._create(tensors, namespace, ttl)
+        result = self._create(tensors, namespace, ttl, release_on_exit=release_on_exit, share_group=share_group,
+                              share_access=share_access)
         try:
             return Allocation(result, plan)
         except BaseException:
