@@ -62,11 +62,16 @@ const ZEROS = Buffer.alloc(CHUNK)
 /** Below this, zeroing on the event loop (microseconds) beats a round trip to the thread pool. */
 const SYNC_ZERO_BYTES = 1 << 20
 
+/** Whether zeroing `size` bytes is quick enough for the event loop (see zeroSync). */
+export const zeroesInline = (size: number): boolean => size <= SYNC_ZERO_BYTES
+
+/** zeroFill on this thread, for sizes zeroesInline accepts. */
+export function zeroSync (fd: number, size: number): void {
+  for (let at = 0; at < size;) at += writeSync(fd, ZEROS, 0, Math.min(CHUNK, size - at), at)
+}
+
 /** Overwrites [0, size) with zeros through pwrite: pages that exist are reused, none is mapped. */
 export async function zeroFill (fd: number, size: number): Promise<void> {
-  if (size <= SYNC_ZERO_BYTES) {
-    for (let at = 0; at < size;) at += writeSync(fd, ZEROS, 0, Math.min(CHUNK, size - at), at)
-    return
-  }
+  if (zeroesInline(size)) { zeroSync(fd, size); return }
   for (let at = 0; at < size; at += CHUNK) await writeAt(fd, ZEROS.subarray(0, Math.min(CHUNK, size - at)), at)
 }

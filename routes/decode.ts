@@ -47,7 +47,7 @@ const decodeRoute: FastifyPluginAsyncTypebox = async (fastify) => {
     const limits = { maxKeys: config.maxDictKeys, maxListLength: config.maxListLength, maxDepth: config.maxDepth, maxBytes: config.bodyLimit, maxDescriptors: config.maxDescriptors }
     const entries = Buffer.isBuffer(request.body) ? entriesFromPickle(request.body, limits) : entriesFromJson(request.body, limits)
     const t0 = performance.now()
-    const out = decode(segments, entries, type, request.caller)
+    const out = decode(segments, entries, type, request.caller, config.maxDecodeBytes)
     out.body.on('error', (err) => { request.log.warn({ err }, 'decode failed mid-stream') })
     out.body.once('end', () => { fastify.metrics.decoded(out.bytes, (performance.now() - t0) / 1000) })
     reply.type(out.type)

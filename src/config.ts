@@ -27,6 +27,7 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_MAX_TOTAL_BYTES: Bytes('Most bytes this instance holds in segments at once; 0 means only /dev/shm\'s size limits it.', '0'),
   TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE: Type.Integer({ minimum: 1, default: 1024, description: 'Most segments one namespace may hold.' }),
   TENSORSHM_MAX_SEGMENTS: Type.Integer({ minimum: 1, default: 65536, description: 'Most segments this instance holds at once (each costs an inode and at least a page, whatever its size).' }),
+  TENSORSHM_MAX_DECODE_BYTES: Bytes('Most tensor bytes one /v1/decode answer may carry, a segment named k times counting k times (K/M/G/T suffixes are powers of 1024); past it, 400 TSHM_LIMIT_EXCEEDED before anything is sent.', '4GiB'),
   TENSORSHM_MAX_DESCRIPTORS: Type.Integer({ minimum: 1, default: 4096, description: 'Most descriptors one /v1/decode request may reference, all keys, lists and nested pickles together.' }),
   TENSORSHM_MAX_OPEN_SEGMENTS: Type.Integer({ minimum: 1, default: 4096, description: 'Most segment files open for transfers and decodes at once (capped at half the process\'s open-file limit); past it, requests get 503 and Retry-After.' }),
   TENSORSHM_MAX_CONNECTIONS: Type.Integer({ minimum: 1, default: 1024, description: 'Most HTTP connections open at once (capped at a quarter of the process\'s open-file limit); further ones are closed on arrival.' }),
@@ -47,6 +48,7 @@ export const ConfigSchema = Type.Object({
   TENSORSHM_SOCKET_MODE: Type.String({ pattern: '^0?[0-7]{3}$', default: '0660', description: 'Permission bits of the socket (who may connect); must keep owner read and write.' }),
   TENSORSHM_SOCKET_GROUP: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$', description: 'Group (a name or a gid) given to the socket, so that its members may connect with TENSORSHM_SOCKET_MODE 0660; default: the service\'s own.' })),
   TENSORSHM_TCP: Type.Boolean({ default: true, description: 'Listen on TENSORSHM_HOST:TENSORSHM_PORT too. Set to false (with TENSORSHM_SOCKET) so that only the kernel-authenticated socket serves requests.' }),
+  TENSORSHM_MAX_BOUND_PROCESSES: Type.Integer({ minimum: 1, default: 1024, description: 'Most processes watched for release_on_exit at once (each holds a pidfd; capped at an eighth of the open-file limit); past it, such creates answer 503 TSHM_BUSY with Retry-After.' }),
   TENSORSHM_ADMIN_UIDS: Type.Optional(Type.String({ pattern: '^[0-9]+(,[0-9]+)*$', description: 'Comma-separated uids that, on the Unix socket, see and release every namespace (as uid 0 always does).' })),
   TENSORSHM_STATE_DIR: Type.Optional(Type.String({ pattern: '^/', description: 'Where the journal lives (an absolute path); default `/dev/shm/.tensorshm-<uid>/<prefix>`, on the tmpfs with the segments. It must belong to the service\'s uid and be writable by nobody else, and so must every directory above it (unless sticky). One instance per directory.' }))
 })
@@ -74,6 +76,7 @@ export interface Config {
   maxSegmentsPerNamespace: number
   maxSegments: number
   maxDescriptors: number
+  maxDecodeBytes: number
   maxOpenSegments: number
   maxConnections: number
   idleTimeoutMs: number
@@ -94,6 +97,7 @@ export interface Config {
   /** Whether TCP listens (false only with a socket). */
   tcp: boolean
   adminUids: number[]
+  maxBoundProcesses: number
 }
 
 /** A configuration value that cannot be used; the message names the variable. */
@@ -231,6 +235,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     maxSegmentsPerNamespace: raw.TENSORSHM_MAX_SEGMENTS_PER_NAMESPACE,
     maxSegments: raw.TENSORSHM_MAX_SEGMENTS,
     maxDescriptors: raw.TENSORSHM_MAX_DESCRIPTORS,
+    maxDecodeBytes: parseBytes('TENSORSHM_MAX_DECODE_BYTES', raw.TENSORSHM_MAX_DECODE_BYTES),
     maxOpenSegments: raw.TENSORSHM_MAX_OPEN_SEGMENTS,
     maxConnections: raw.TENSORSHM_MAX_CONNECTIONS,
     idleTimeoutMs: raw.TENSORSHM_IDLE_TIMEOUT * 1000,
@@ -248,7 +253,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     maxEventLoopDelay: raw.TENSORSHM_MAX_EVENT_LOOP_DELAY,
     socket,
     tcp: raw.TENSORSHM_TCP,
-    adminUids
+    adminUids,
+    maxBoundProcesses: raw.TENSORSHM_MAX_BOUND_PROCESSES
   }
 }
 

@@ -13,7 +13,7 @@ const table = {
   InvalidPickle: ['TSHM_INVALID_PICKLE', 400, 'The pickle is truncated, malformed or over a limit.'],
   InvalidNpy: ['TSHM_INVALID_NPY', 400, 'The .npy header is malformed.'],
   LengthMismatch: ['TSHM_LENGTH_MISMATCH', 400, 'Content-Length does not match the segment\'s size.'],
-  LimitExceeded: ['TSHM_LIMIT_EXCEEDED', 400, 'A descriptor dict has too many keys, too long a list, or too deep a nesting.'],
+  LimitExceeded: ['TSHM_LIMIT_EXCEEDED', 400, 'A descriptor dict has too many keys, too long a list, or too deep a nesting, or its answer would carry more than TENSORSHM_MAX_DECODE_BYTES.'],
   Unauthorized: ['TSHM_UNAUTHORIZED', 401, 'A valid `Authorization: Bearer <key>` header is required.'],
   NamespaceForbidden: ['TSHM_NAMESPACE_FORBIDDEN', 403, 'The namespace belongs to another API key (or, on the Unix socket, another user).'],
   LocalCallerRequired: ['TSHM_LOCAL_CALLER_REQUIRED', 400, '`release_on_exit` and `share` need a caller on the Unix socket (TENSORSHM_SOCKET) whose process the service can see; the message names the field.'],
@@ -37,7 +37,7 @@ const table = {
   RateLimited: ['TSHM_RATE_LIMITED', 429, 'Too many requests for this key; retry after the Retry-After seconds.'],
   Internal: ['TSHM_INTERNAL', 500, 'An unexpected failure; the log has the details.'],
   ShuttingDown: ['TSHM_SHUTTING_DOWN', 503, 'The service is shutting down.'],
-  Busy: ['TSHM_BUSY', 503, 'Too many segment files are open for transfers right now (TENSORSHM_MAX_OPEN_SEGMENTS); retry after the Retry-After seconds.'],
+  Busy: ['TSHM_BUSY', 503, 'Out of a bounded resource right now: segment files open for transfers (TENSORSHM_MAX_OPEN_SEGMENTS), processes watched for release_on_exit (TENSORSHM_MAX_BOUND_PROCESSES) or file descriptors; retry after the Retry-After seconds.'],
   Overloaded: ['TSHM_OVERLOADED', 503, 'The service is shedding load; retry after the Retry-After seconds.']
 } as const
 

@@ -114,6 +114,21 @@ t.test('JSON, 3 keys x 4096 references to one segment: over the default cap; und
   t.equal(await settled(counted), 0, 'and closed')
 })
 
+t.test('the answer is bounded too: one segment named again and again stops at TENSORSHM_MAX_DECODE_BYTES, before a byte is sent', async (t) => {
+  const app = await build(t, { ...env, TENSORSHM_MAX_DECODE_BYTES: '1KiB' })
+  const res = await app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace: 'amp/out', tensors: { x: { shape: [256], dtype: 'uint8' } } } })
+  const x = res.json().segments.x as Descriptor
+  const opens = watchOpens(app)
+  t.equal((await app.inject({ method: 'POST', url: '/v1/decode', payload: { a: [x, x, x, x] } })).statusCode, 200, '4 x 256 bytes: within 1 KiB')
+  for (const accept of ['application/json', 'application/x-npz']) {
+    const over = await app.inject({ method: 'POST', url: '/v1/decode', headers: { accept }, payload: { a: [x, x, x, x], b: x } })
+    t.equal(over.statusCode, 400)
+    t.same(over.json(), { statusCode: 400, code: 'TSHM_LIMIT_EXCEEDED', error: 'Bad Request', message: 'tensors: the answer would carry 1280 bytes of tensor data (a segment named k times counts k times), over TENSORSHM_MAX_DECODE_BYTES (1024)' })
+  }
+  t.equal(await settled(opens), 0, 'what was opened to check is closed')
+  await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=amp' })
+})
+
 t.test('four million references from a 17 KB pickle: refused at the first descriptor past the cap', async (t) => {
   const app = await build(t, env)
   const x = await segment(app, 'amp/million')

@@ -24,6 +24,7 @@ t.test('defaults', async (t) => {
     maxSegmentsPerNamespace: 1024,
     maxSegments: 65536,
     maxDescriptors: 4096,
+    maxDecodeBytes: 4 * 2 ** 30,
     maxOpenSegments: 4096,
     maxConnections: 1024,
     idleTimeoutMs: 30_000,
@@ -41,6 +42,7 @@ t.test('defaults', async (t) => {
     socket: undefined,
     tcp: true,
     adminUids: [],
+    maxBoundProcesses: 1024,
     maxEventLoopDelay: 1000
   })
 })

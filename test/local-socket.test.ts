@@ -1,5 +1,7 @@
 import t from 'tap'
 type Test = import('tap').Test
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { chownSync, statSync } from 'node:fs'
 import { checkNoLeftovers, shmFiles, stateDir, suitePrefix } from './helpers/build.js'
 import { as, req, socketDir, type Answer } from './helpers/local.js'
@@ -87,6 +89,50 @@ t.test('two uids on the socket: each sees only its own; the other\'s are answere
   t.same(as(alice, socket, req('DELETE', '/v1/segments?namespace=alice-ns'))[0]?.body, { released: 1 })
   t.same(as(bob, socket, req('DELETE', '/v1/segments?namespace=bob-ns'))[0]?.body, { released: 1 })
   t.same(shmFiles(prefix), [])
+})
+
+t.test('anonymous TCP callers get no room in a user\'s root, and a user\'s claim ends with its own segments', { skip }, async (t) => {
+  const { svc, socket, clients } = await service(t)
+  const alice = localUser(t, [clients.name])
+  const bob = localUser(t, [clients.name])
+  const tcp = async (method: string, url: string, body?: object) => {
+    const res = await fetch(`${svc.url}${url}`, { method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) })
+    return { status: res.status, body: await res.json() as unknown }
+  }
+  t.equal(as(alice, socket, req('POST', '/v1/segments', { namespace: 'z/a', tensors: img }))[0]?.status, 201)
+  t.same(await tcp('POST', '/v1/segments', { namespace: 'z/t', tensors: img, ttl_seconds: 0 }),
+    { status: 403, body: { statusCode: 403, code: 'TSHM_NAMESPACE_FORBIDDEN', error: 'Forbidden', message: 'namespace: "z" belongs to another caller' } })
+
+  // An anonymous segment first, then alice's: when alice releases hers, her claim goes, whatever else is there.
+  t.equal((await tcp('POST', '/v1/segments', { namespace: 'y/t', tensors: img, ttl_seconds: 0 })).status, 201)
+  t.equal(as(alice, socket, req('POST', '/v1/segments', { namespace: 'y/a', tensors: img }))[0]?.status, 201)
+  t.same(as(alice, socket, req('DELETE', '/v1/segments?namespace=y'))[0]?.body, { released: 1 })
+  t.equal(as(bob, socket, req('POST', '/v1/segments', { namespace: 'y/b', tensors: img }))[0]?.status, 201, 'the root is free for the next user')
+  as(bob, socket, req('DELETE', '/v1/segments?namespace=y'))
+  as(alice, socket, req('DELETE', '/v1/segments?namespace=z'))
+  t.same(await tcp('DELETE', '/v1/segments?namespace=y'), { status: 200, body: { released: 1 } })
+})
+
+t.test('one local user cannot hold every connection: each uid gets a quarter of TENSORSHM_MAX_CONNECTIONS', { skip }, async (t) => {
+  const dir = socketDir(t)
+  const clients = localGroup(t)
+  const socket = `${dir}/tensorshm.sock`
+  const svc = await startService(t, { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: stateDir(t), TENSORSHM_SOCKET: socket, TENSORSHM_SOCKET_GROUP: clients.name, TENSORSHM_MAX_CONNECTIONS: '8' })
+  t.teardown(async () => { await svc.stop() })
+  const mallory = localUser(t, [clients.name])
+  const alice = localUser(t, [clients.name])
+  // Mallory opens her two and sits on them.
+  const hog = spawn('runuser', ['-u', mallory.name, '--', 'python3', '-c',
+    `import socket, sys\ns = [socket.socket(socket.AF_UNIX) for _ in range(2)]\nfor c in s: c.connect(${JSON.stringify(socket)})\nprint('held', flush=True)\nsys.stdin.read()`],
+  { cwd: '/', stdio: ['pipe', 'pipe', 'inherit'] })
+  const exited = once(hog, 'exit')
+  t.teardown(async () => { if (hog.exitCode === null) { hog.kill('SIGKILL'); await exited } })
+  await once(hog.stdout as NodeJS.ReadableStream, 'data')
+  t.throws(() => as(mallory, socket, req('GET', '/v1/segments')), 'a third connection of hers is closed on arrival')
+  t.equal(as(alice, socket, req('GET', '/v1/segments'))[0]?.status, 200, 'another user is still served')
+  hog.stdin?.end()
+  await exited
+  t.equal(as(mallory, socket, req('GET', '/v1/segments'))[0]?.status, 200, 'and hers are counted again once they close')
 })
 
 t.test('sharing: a group of the creator\'s reads (or writes, when asked); a third uid cannot map it', { skip }, async (t) => {

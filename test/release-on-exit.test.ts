@@ -15,10 +15,10 @@ const prefix = suitePrefix('exit')
 const img = { img: { shape: [4, 4], dtype: 'uint8' } }
 const quiet = { debug () {}, info () {}, warn () {}, error () {} }
 
-async function setup (t: Test) {
+async function setup (t: Test, extra: Record<string, string> = {}) {
   const dir = socketDir(t)
   const clients = localGroup(t)
-  const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: stateDir(t), TENSORSHM_SOCKET: `${dir}/s.sock`, TENSORSHM_SOCKET_GROUP: clients.name, TENSORSHM_SWEEP_INTERVAL: '0.2' }
+  const env = { TENSORSHM_SEGMENT_PREFIX: prefix, TENSORSHM_STATE_DIR: stateDir(t), TENSORSHM_SOCKET: `${dir}/s.sock`, TENSORSHM_SOCKET_GROUP: clients.name, TENSORSHM_SWEEP_INTERVAL: '0.2', ...extra }
   const start = async () => {
     const svc = await startService(t, env)
     t.teardown(async () => { await svc.stop() })
@@ -51,6 +51,22 @@ t.test('the namespace goes when its creating process exits, and only then', { sk
   t.ok(Date.now() - exitedAt < 1000, 'within a second')
   t.equal(await ownerExits(svc.url), 2, 'counted as owner_exit')
   t.same(as(producer, socket, req('GET', '/v1/segments'))[0]?.body, { segments: [] })
+})
+
+t.test('watched processes are capped (TENSORSHM_MAX_BOUND_PROCESSES): past it, 503 and retry, never out of descriptors', { skip }, async (t) => {
+  const { start, socket, producer } = await setup(t, { TENSORSHM_MAX_BOUND_PROCESSES: '1' })
+  await start()
+  const first = await holding(t, producer, socket, req('POST', '/v1/segments', { namespace: 'cap-1', tensors: img, release_on_exit: true }))
+  t.equal(first.results[0]?.status, 201)
+  const [refused] = as(producer, socket, req('POST', '/v1/segments', { namespace: 'cap-2', tensors: img, release_on_exit: true }))
+  t.equal(refused?.status, 503)
+  t.match(refused?.body, { code: 'TSHM_BUSY', message: /release_on_exit: 1 processes are watched already.*TENSORSHM_MAX_BOUND_PROCESSES/ })
+  t.same(shmFiles(prefix).length, 1, 'and nothing was made for it')
+  t.equal(as(producer, socket, req('POST', '/v1/segments', { namespace: 'cap-3', tensors: img }))[0]?.status, 201, 'creates without the binding go on')
+  await first.exit()
+  await poll('the first namespace to go', async () => { if (shmFiles(prefix).length > 1) throw new Error(shmFiles(prefix).join()) }, { timeoutMs: 2000, intervalMs: 20 })
+  t.equal(as(producer, socket, req('POST', '/v1/segments', { namespace: 'cap-2', tensors: img, release_on_exit: true }))[0]?.status, 201, 'a slot is free again')
+  as(producer, socket, req('DELETE', '/v1/segments?namespace=cap-3'))
 })
 
 t.test('across a SIGKILL of the service: a process gone meanwhile releases at the next start; one still alive is watched again', { skip }, async (t) => {

@@ -45,6 +45,18 @@ t.test('a regular file, or another user\'s socket, at the path: refused and left
   t.equal(lstatSync(`${sticky}/s.sock`).ino, before.ino, 'the same socket is still there')
 })
 
+t.test('another user\'s symlink on the way to the socket (planted in a sticky directory): refused, since its owner could repoint it later', { skip }, async (t) => {
+  const dir = socketDir(t)
+  const sticky = `${dir}/tmp`
+  mkdirSync(sticky)
+  chmodSync(sticky, 0o1777)
+  const mallory = localUser(t)
+  execFileSync('runuser', ['-u', mallory.name, '--', 'ln', '-s', sticky, `${sticky}/tshm`])
+  await refused(t, `${sticky}/tshm/s.sock`, new RegExp(`TENSORSHM_SOCKET: .*/tmp/tshm is a symbolic link of uid ${mallory.uid}, neither root nor this service`))
+  t.equal(readlinkSync(`${sticky}/tshm`), sticky, 'the link is left as it was')
+  t.throws(() => lstatSync(`${sticky}/s.sock`), 'and nothing was bound behind it')
+})
+
 t.test('a live socket of another process: refused, and that process keeps serving on it', { skip }, async (t) => {
   const dir = socketDir(t)
   const path = `${dir}/s.sock`

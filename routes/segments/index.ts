@@ -43,7 +43,7 @@ const segments: FastifyPluginAsyncTypebox = async (fastify) => {
             [PICKLE]: { schema: Type.String({ format: 'binary', description: 'NOS\'s registration map, pickled.' }) }
           }
         },
-        ...errorResponses('InvalidRequest', 'InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NotAcceptable', 'NamespaceForbidden', 'LocalCallerRequired', 'GroupForbidden', 'OwnershipUnavailable', 'QuotaExceeded', 'InsufficientStorage', 'ShuttingDown')
+        ...errorResponses('InvalidRequest', 'InvalidSpec', 'InvalidJson', 'DuplicateKey', 'BodyTooLarge', 'UnsupportedMediaType', 'NotAcceptable', 'NamespaceForbidden', 'LocalCallerRequired', 'GroupForbidden', 'OwnershipUnavailable', 'QuotaExceeded', 'InsufficientStorage', 'Busy', 'ShuttingDown')
       }
     },
     // The schema documents the reply; view.ts builds it field by field. A compiled serializer would run ajv on every

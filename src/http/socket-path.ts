@@ -37,6 +37,20 @@ function checkDirectories (dir: string, uid: number): void {
   }
 }
 
+/**
+ * The path as configured, component by component: a symbolic link on the way must belong to root or this uid. In a
+ * sticky directory (/tmp) anyone may plant a link before the service starts, and its owner may repoint it later,
+ * sending every client that connects by the configured path to a socket of theirs.
+ */
+function checkLinks (dir: string, uid: number): void {
+  let path = ''
+  for (const part of dir.split('/').filter((p) => p !== '')) {
+    path = `${path}/${part}`
+    const st = lstatOrUndefined(path)
+    if (st?.isSymbolicLink() === true && st.uid !== 0 && st.uid !== uid) throw new SocketPathError(`${path} is a symbolic link of uid ${st.uid}, neither root nor this service: it could be repointed later`)
+  }
+}
+
 /** 'live' when a process accepts connections there, 'stale' when nobody does (ECONNREFUSED), else the error code. */
 async function probe (path: string): Promise<string> {
   return await new Promise((resolve) => {
@@ -52,6 +66,7 @@ async function probe (path: string): Promise<string> {
  * removed. A symlink, any other file, another uid's socket or a live socket stops the start, untouched.
  */
 export async function prepareSocketPath (socket: SocketConfig, uid: number): Promise<{ path: string, replaced: boolean }> {
+  checkLinks(dirname(socket.path), uid)
   let dir: string
   try {
     dir = realpathSync(dirname(socket.path))

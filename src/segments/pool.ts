@@ -1,4 +1,4 @@
-import { zeroFill } from '../../native/io.js'
+import { zeroesInline, zeroFill, zeroSync } from '../../native/io.js'
 import { probe, type Expected } from '../../native/segment-file.js'
 import { close, type Identity, type Stat } from '../../native/shm.js'
 import type { Logger } from './logger.js'
@@ -42,6 +42,9 @@ const MAX_PER_KEY = 4
 const MAX_ENTRIES = 1024
 /** Kept files that keep their descriptor open (the rest are opened again by name); a small share of the fd budget. */
 const MAX_HELD_FDS = 64
+const CLEAN = Promise.resolve(true)
+const DIRTY = Promise.resolve(false)
+
 /** Files zeroed at once: each holds an fd, and a mass release must not open thousands of them together. */
 const ZEROING = 2
 
@@ -89,11 +92,24 @@ export class SegmentPool {
   /** Takes a released segment, already renamed to `entry.name`; older ones go to make room. */
   admit (entry: PoolEntry): void {
     while ((this.#bytes + entry.size > this.maxBytes || this.#count >= MAX_ENTRIES) && this.#count > 0) this.#evictOldest()
-    const pooled: Pooled = { ...entry, since: Date.now(), ready: Promise.resolve(false), clean: false, dropped: false, zeroing: false }
+    const pooled: Pooled = { ...entry, since: Date.now(), ready: DIRTY, clean: false, dropped: false, zeroing: false }
     if (pooled.fd !== undefined && this.#heldFds >= MAX_HELD_FDS) { close(pooled.fd); pooled.fd = undefined }
     if (pooled.fd !== undefined) this.#heldFds++
-    pooled.ready = new Promise((resolve) => { this.#queue.push({ entry: pooled, settle: resolve }) })
     this.#add(pooled)
+    // A small file with its fd, and nothing queued before it: zeroed now (a few µs), without the queue's promises.
+    if (pooled.fd !== undefined && zeroesInline(pooled.size) && this.#queue.length === 0) {
+      try {
+        zeroSync(pooled.fd, pooled.size)
+        pooled.clean = true
+        pooled.ready = CLEAN
+        return
+      } catch (err) {
+        this.log.warn({ err, segment: pooled.name }, 'could not zero a pooled segment')
+        this.#drop(pooled)
+        return
+      }
+    }
+    pooled.ready = new Promise((resolve) => { this.#queue.push({ entry: pooled, settle: resolve }) })
     this.#pump()
   }
 

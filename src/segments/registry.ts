@@ -32,6 +32,8 @@ export interface SegmentRecord {
 /** Bytes a file of `size` occupies on tmpfs: whole pages, one at least (what quotas count, not st_size). */
 export const pagesOf = (size: number, pageSize: number): number => Math.max(1, Math.ceil(size / pageSize)) * pageSize
 
+const rootKey = (root: string, owner: string | null): string => `${owner ?? ''}\0${root}`
+
 /** The segments this instance created, indexed by name, by namespace/key and by namespace root. Holds no policy. */
 export class SegmentRegistry {
   readonly #byName = new Map<string, SegmentRecord>()
@@ -66,9 +68,9 @@ export class SegmentRegistry {
     return n
   }
 
-  /** Whether any segment lives under this namespace root. */
-  holdsRoot (root: string): boolean {
-    return this.#perRoot.has(root)
+  /** Whether `owner` has a segment under this namespace root. */
+  holdsRoot (root: string, owner: string | null): boolean {
+    return this.#perRoot.has(rootKey(root, owner))
   }
 
   add (record: SegmentRecord): void {
@@ -80,7 +82,7 @@ export class SegmentRegistry {
     list.push(record)
     list.sort((a, b) => (a.index ?? 0) - (b.index ?? 0))
     keys.set(record.key, list)
-    const root = namespaceRoot(record.namespace)
+    const root = rootKey(namespaceRoot(record.namespace), record.owner)
     this.#perRoot.set(root, (this.#perRoot.get(root) ?? 0) + 1)
     this.#bytes += record.size
     this.#pages += pagesOf(record.size, this.pageSize)
@@ -98,7 +100,7 @@ export class SegmentRegistry {
     if (keys !== undefined && list !== undefined && list.length > 0) keys.set(record.key, list)
     else keys?.delete(record.key)
     if (keys?.size === 0) this.#byNamespace.delete(record.namespace)
-    const root = namespaceRoot(record.namespace)
+    const root = rootKey(namespaceRoot(record.namespace), record.owner)
     const left = (this.#perRoot.get(root) ?? 1) - 1
     if (left === 0) this.#perRoot.delete(root)
     else this.#perRoot.set(root, left)

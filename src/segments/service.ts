@@ -63,6 +63,9 @@ export class SegmentService extends EventEmitter<Events> {
   readonly #handles: Handles
   readonly #owners: Owners
   readonly #exits: ExitWatch
+  /** Pidfds held by creates in flight, not yet watched; with the watched ones, at most #maxBound. */
+  #binding = 0
+  readonly #maxBound: number
   /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
   readonly #pending = new Set<string>()
   readonly #allocator: Allocator
@@ -88,9 +91,11 @@ export class SegmentService extends EventEmitter<Events> {
     // Half the process's descriptors at most: sockets, the journal and the runtime need the rest.
     const limit = openFileLimit()
     this.#handles = new Handles(Math.max(1, Math.min(config.maxOpenSegments, limit === undefined ? Infinity : Math.floor(limit / 2))))
-    this.#owners = new Owners(journal, (root) => this.#registry.holdsRoot(root))
+    this.#owners = new Owners(journal, (root, owner) => this.#registry.holdsRoot(root, owner))
     this.#releaser = new Releaser(this.#registry, files, this.#pool, this.#handles, journal, this.#newName, this.#pageSize, log)
     this.#exits = new ExitWatch((namespace, owner) => { this.#ownerExited(namespace, owner) }, log)
+    // An eighth of the descriptors at most, beside transfers (half) and connections (a quarter).
+    this.#maxBound = Math.max(1, Math.min(config.maxBoundProcesses, limit === undefined ? Infinity : Math.floor(limit / 8)))
     this.#allocator = new Allocator(config, this.#registry, this.#pool, files, this.#handles, this.#pageSize)
     journal.attach({ records: () => this.#registry.values(), owners: () => this.#owners.snapshot() })
   }
@@ -139,7 +144,7 @@ export class SegmentService extends EventEmitter<Events> {
     try {
       this.#owners.acquire(namespace, owner)
     } catch (err) {
-      if (binding !== undefined) closeFd(binding.fd)
+      if (binding !== undefined) { closeFd(binding.fd); this.#binding-- }
       throw err
     }
     const keys = Object.keys(request.tensors)
@@ -166,6 +171,7 @@ export class SegmentService extends EventEmitter<Events> {
       if ((err as NodeJS.ErrnoException).code === 'ENOSPC') this.emit('rejected', 'capacity')
       throw err
     } finally {
+      if (binding !== undefined) this.#binding--
       if (reserved) for (const key of keys) this.#pending.delete(`${namespace}\0${key}`)
       this.#owners.settle(namespace, owner)
     }
@@ -369,9 +375,12 @@ export class SegmentService extends EventEmitter<Events> {
   #bindingOf (caller: Caller): { ref: ProcessRef, fd: number } {
     if (caller.kind !== 'uid') throw new errors.LocalCallerRequired('release_on_exit: only a caller on the Unix socket (TENSORSHM_SOCKET) has a process the service can watch')
     if (caller.pid <= 0) throw new errors.LocalCallerRequired('release_on_exit: the calling process is outside the service\'s pid namespace, so its exit cannot be recorded')
+    // Each watched process holds a pidfd: as many processes as a user can fork must not use up the descriptors.
+    const watching = this.#exits.size + this.#binding
+    if (watching >= this.#maxBound) throw new errors.Busy(`release_on_exit: ${watching} processes are watched already, the most this service watches (TENSORSHM_MAX_BOUND_PROCESSES); retry shortly`)
     const fd = caller.pidfd()
     const ref = this.#exits.identify(fd, caller.pid)
-    if (ref !== undefined) return { ref, fd }
+    if (ref !== undefined) { this.#binding++; return { ref, fd } }
     closeFd(fd)
     throw new errors.LocalCallerRequired('release_on_exit: the calling process has exited already')
   }

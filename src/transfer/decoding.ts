@@ -23,7 +23,7 @@ export interface Decoded { type: string, length?: number, body: Readable, tensor
  * Checks every descriptor against the registry and opens every segment before the first byte goes out,
  * so that the answer is all or nothing and a release during the stream cannot pull the data away.
  */
-export function decode (service: SegmentService, entries: Entry[], type: string, caller: Caller): Decoded {
+export function decode (service: SegmentService, entries: Entry[], type: string, caller: Caller, maxBytes = Infinity): Decoded {
   const records = new Map<string, SegmentRecord>()
   const resolve = (ref: DescriptorRef): SegmentRecord => {
     const record = check(service, ref, caller)
@@ -57,6 +57,8 @@ export function decode (service: SegmentService, entries: Entry[], type: string,
       for (const r of all) bytes += r.nbytes
       return p.kind === 'tensor' ? { key: p.key, kind: 'tensor', handle: handleOf(p.record) } : { key: p.key, kind: 'tensors', handles: p.records.map(handleOf) }
     })
+    // Naming one segment thousands of times costs a few bytes of request and its whole size each time in the answer.
+    if (bytes > maxBytes) throw new errors.LimitExceeded(`tensors: the answer would carry ${bytes} bytes of tensor data (a segment named k times counts k times), over TENSORSHM_MAX_DECODE_BYTES (${maxBytes})`)
     const out = type === NPZ_TYPE ? toNpz(resolved) : { type: JSON_TYPE, body: Readable.from(jsonChunks(resolved)) }
     out.body.once('close', closeAll)
     return { ...out, tensors, bytes }

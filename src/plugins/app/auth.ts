@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import bearerAuth from '@fastify/bearer-auth'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import { createHash } from 'node:crypto'
 import { ANONYMOUS, keyCaller, type Caller, type LocalCaller } from '../../segments/caller.js'
 import { errors } from '../../errors.js'
@@ -9,7 +9,7 @@ import { peerOf } from '../../http/peer.js'
 declare module 'fastify' {
   interface FastifyInstance {
     /** An onRequest hook: 401 without a valid key; sets request.caller (anonymous without configured keys). */
-    authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+    authenticate: onRequestHookHandler
   }
   interface FastifyRequest {
     /** Who is asking: set by `authenticate` on every route that needs to know. */
@@ -33,28 +33,33 @@ export default fp(async (fastify) => {
     return { kind: 'uid', uid, gid, pid, groups, admin: uid === 0 || adminUids.includes(uid), pidfd }
   }
 
+  // Callback-style hooks: no promise per request where nothing waits.
   if (apiKeys.length === 0) {
-    fastify.decorate('authenticate', async (request: FastifyRequest) => { request.caller = local(request) ?? ANONYMOUS })
+    fastify.decorate<onRequestHookHandler>('authenticate', (request, _reply, done) => {
+      request.caller = local(request) ?? ANONYMOUS
+      done()
+    })
     return
   }
   // bearer-auth compares in constant time; its hook is not used, so that failures answer in this API's error format.
   await fastify.register(bearerAuth, { keys: apiKeys, addHook: false, verifyErrorLogLevel: 'debug' })
   const verify = fastify.verifyBearerAuth
   if (verify === undefined) throw new Error('@fastify/bearer-auth did not decorate verifyBearerAuth')
-  fastify.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+  fastify.decorate<onRequestHookHandler>('authenticate', (request, reply, done) => {
     // On the socket, the kernel's word is enough; a key, when one is sent, is checked and then wins.
     if (request.headers.authorization === undefined) {
       const caller = local(request)
-      if (caller !== undefined) { request.caller = caller; return }
+      if (caller !== undefined) { request.caller = caller; done(); return }
     }
-    await new Promise<void>((resolve, reject) => {
-      verify(request, reply, (err) => {
-        if (err === undefined) return resolve()
+    verify(request, reply, (err) => {
+      if (err !== undefined) {
         reply.header('www-authenticate', 'Bearer realm="tensorshm"')
-        reject(new errors.Unauthorized('Authorization: a valid bearer key is required'))
-      })
+        done(new errors.Unauthorized('Authorization: a valid bearer key is required'))
+        return
+      }
+      const token = (request.headers.authorization ?? '').slice('Bearer '.length).trim()
+      request.caller = keyCaller(keyId(token))
+      done()
     })
-    const token = (request.headers.authorization ?? '').slice('Bearer '.length).trim()
-    request.caller = keyCaller(keyId(token))
   })
 }, { name: 'auth', dependencies: ['config'] })

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { createServer, type Server } from 'node:http'
-import { rememberPeer } from '../../http/peer.js'
+import { peerOf, rememberPeer } from '../../http/peer.js'
 import { timeouts } from '../../http/timeouts.js'
 import { sendClientError } from './error-handler.js'
 
@@ -22,6 +22,9 @@ export default fp(async (fastify) => {
   const server = createServer({ ...http, keepAliveTimeout, requestTimeout }, (req, res) => { fastify.routing(req, res) })
   server.setTimeout(connectionTimeout)
   server.maxConnections = fastify.server.maxConnections
+  // One local user must not hold every connection slot: each uid gets a quarter of them at most.
+  const perUid = Math.max(1, Math.floor(server.maxConnections / 4))
+  const open = new Map<number, number>()
   server.on('clientError', sendClientError)
   server.on('connection', (socket) => {
     try {
@@ -30,7 +33,21 @@ export default fp(async (fastify) => {
       // Without credentials there is nobody to serve: never fall back to an anonymous caller.
       log.warn({ err }, 'could not read the peer credentials of a Unix-socket connection; closing it')
       socket.destroy()
+      return
     }
+    const uid = peerOf(socket)?.uid ?? -1
+    const count = open.get(uid) ?? 0
+    if (count >= perUid) {
+      log.debug({ uid, open: count }, 'a local user holds its share of the socket\'s connections; closing another')
+      socket.destroy()
+      return
+    }
+    open.set(uid, count + 1)
+    socket.once('close', () => {
+      const left = (open.get(uid) ?? 1) - 1
+      if (left === 0) open.delete(uid)
+      else open.set(uid, left)
+    })
   })
   fastify.decorate('localServer', server)
   // Like the TCP server's close: no new connections, idle ones go, in-flight requests finish first.
