@@ -110,7 +110,13 @@ export async function startService (env: Record<string, string>, options: StartO
 
 /** Runs the service to completion (for starts that must fail): its exit code and output. */
 export async function runService (env: Record<string, string>, options: StartOptions = {}): Promise<{ code: number | string, output: string }> {
-  const { log, exited } = launch(env, options)
-  const code = await exited
-  return { code, output: log() }
+  const { child, log, exited } = launch(env, options)
+  // A start that should have failed and did not must not outlive the test: SIGKILL at the deadline.
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000)
+  try {
+    const code = await exited
+    return { code, output: log() }
+  } finally {
+    clearTimeout(timer)
+  }
 }
