@@ -3,6 +3,7 @@
 // Socket callers' segments are chowned to them and never pooled, so the service runs with the pool off
 // (TENSORSHM_POOL_BYTES=0) for both: the two columns then differ by the transport and the peer credentials only.
 import { mkdtempSync } from 'node:fs'
+import http from 'node:http'
 import { join } from 'node:path'
 import { cannon } from './control-plane.mjs'
 import { BENCH_DIR, median, p90, ROOT, runJson, startService, WORK } from './lib/common.mjs'
@@ -12,6 +13,21 @@ async function handoff (url, iters, warmup) {
     { env: { PYTHONPATH: join(ROOT, 'clients/python/src') } })
   if (res.bad_copies !== 0) throw new Error(`handoff over ${url}: ${res.bad_copies} copies did not carry the producer's bytes`)
   return res.samples
+}
+
+/**
+ * Releases what a run left under bench/ (the pairs cut off by its end), through the socket as root, who sees every
+ * namespace: a root held by a socket caller has no room for the anonymous TCP caller of the next run.
+ */
+function releaseLeftovers (socketPath) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, method: 'DELETE', path: '/v1/segments?namespace=bench' }, (res) => {
+      res.resume()
+      res.once('end', () => { res.statusCode === 200 ? resolve() : reject(new Error(`DELETE namespace=bench: ${res.statusCode}`)) })
+    })
+    req.once('error', reject)
+    req.end()
+  })
 }
 
 export async function runLocalSocket ({ reps = 3, duration = 10, warmup = 2, iters = 30, handoffWarmup = 5, log = () => {} } = {}) {
@@ -24,6 +40,7 @@ export async function runLocalSocket ({ reps = 3, duration = 10, warmup = 2, ite
       for (const via of i % 2 === 0 ? ['tcp', 'unix'] : ['unix', 'tcp']) {
         const r = await cannon(svc.port, 'service-pair', { duration, warmup, ...(via === 'unix' ? { socketPath } : {}) })
         pairs[via].push(r)
+        await releaseLeftovers(socketPath)
         log(`  pairs ${via.padEnd(4)} ${r.itersPerSec.toFixed(0)} round trips/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors + r.non2xx + r.timeouts}`)
       }
     }
