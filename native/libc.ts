@@ -27,6 +27,7 @@ export const ftruncate = libc.func('int ftruncate(int fd, int64_t length)') as F
 export const fchmod = libc.func('int fchmod(int fd, uint32_t mode)') as Fn<[number, number], number>
 export const fchown = libc.func('int fchown(int fd, uint32_t owner, uint32_t group)') as Fn<[number, number, number], number>
 export const fstat = libc.func('int fstat(int fd, void *buf)') as Fn<[number, Buffer], number>
+export const fstatat = libc.func('int fstatat(int dirfd, const char *path, void *buf, int flags)') as Fn<[number, string, Buffer, number], number>
 export const close = libc.func('int close(int fd)') as Fn<[number], number>
 export const renameat2 = libc.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)') as Fn<[number, string, number, string, number], number>
 // posix_fallocate returns the error number instead of setting errno.
@@ -67,6 +68,7 @@ export const S_IFMT = constants.S_IFMT
 export const S_IFREG = constants.S_IFREG
 export const S_IFDIR = constants.S_IFDIR
 export const AT_FDCWD = -100
+export const AT_SYMLINK_NOFOLLOW = 0x100
 export const AT_REMOVEDIR = 0x200
 export const RENAME_NOREPLACE = 1
 export const RENAME_EXCHANGE = 2

@@ -85,9 +85,20 @@ export function chown (fd: number, uid: number, gid: number): void {
 const statBuffer = Buffer.alloc(libc.STAT_LAYOUT.size)
 
 export function stat (fd: number): Stat {
-  const b = statBuffer
+  libc.checked('fstat', libc.fstat(fd, statBuffer))
+  return readStat(statBuffer)
+}
+
+/** What is under `name` now, without opening it or following a link (lstat); undefined when nothing is. */
+export function statName (name: string): Stat | undefined {
+  const rc = libc.fstatat(libc.AT_FDCWD, `${SHM_DIR}${shmPath(name)}`, statBuffer, libc.AT_SYMLINK_NOFOLLOW)
+  if (rc !== 0 && libc.errno() === 2 /* ENOENT */) return undefined
+  libc.checked('fstatat', rc)
+  return readStat(statBuffer)
+}
+
+function readStat (b: Buffer): Stat {
   const at = libc.STAT_LAYOUT
-  libc.checked('fstat', libc.fstat(fd, b))
   const mode = b.readUInt32LE(at.mode)
   return {
     size: Number(b.readBigInt64LE(at.st_size)),

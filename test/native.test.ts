@@ -1,5 +1,6 @@
 import t from 'tap'
-import { closeSync, fstatSync, readSync, writeSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { closeSync, fstatSync, readSync, symlinkSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import * as shm from '../native/shm.js'
 import { createSegment, probe, unlinkQuietly } from '../native/segment-file.js'
@@ -36,6 +37,22 @@ t.test('shm_open with O_CREAT|O_EXCL refuses an existing name with EEXIST; unlin
   t.throws(() => shm.stat(fd), { code: 'EBADF', syscall: 'fstat' })
   t.throws(() => shm.truncate(-1, 10), { code: 'EBADF' })
   t.notOk(unlinkQuietly(name))
+})
+
+t.test('statName looks at a name without opening it or following a link', async (t) => {
+  const name = fresh()
+  const created = await createSegment(name, { size: 4096, mode: 0o600, reserve: false })
+  const byName = shm.statName(name)
+  t.same(byName && { ino: byName.ino, dev: byName.dev, size: byName.size, nlink: byName.nlink, regular: byName.regular }, { ino: created.ino, dev: created.dev, size: 4096, nlink: 1, regular: true })
+  const link = fresh()
+  symlinkSync(`/dev/shm/${name}`, `/dev/shm/${link}`)
+  t.equal(shm.statName(link)?.regular, false, 'a symlink is a symlink, not its target')
+  const fifo = fresh()
+  execFileSync('mkfifo', [`/dev/shm/${fifo}`])
+  t.equal(shm.statName(fifo)?.regular, false, 'a FIFO is looked at without waiting for a writer')
+  for (const n of [name, link, fifo]) shm.unlink(n)
+  t.equal(shm.statName(name), undefined, 'nothing there: undefined')
+  t.throws(() => shm.statName('../etc/passwd'), { code: 'EINVAL' }, 'and names that are paths never reach the kernel')
 })
 
 t.test('names that are paths never reach shm_open', async (t) => {

@@ -85,6 +85,23 @@ t.test('what a client may have done to a released segment keeps it out of the po
   await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=c' })
 })
 
+t.test('a segment that came out of the pool keeps its fd; its release still checks the name: a file put in its place is left alone', async (t) => {
+  const app = await build(t, env)
+  const first = await make(app, 'held/1', [16])
+  await release(app, first)
+  await app.segments.idle()
+  const reused = await make(app, 'held/2', [16])
+  const ino = statSync(`/dev/shm/${reused}`).ino
+  // Someone with the power to (root, or this uid) swaps the file under the segment's name.
+  unlinkSync(`/dev/shm/${reused}`)
+  const fd = openSync(`/dev/shm/${reused}`, 'wx', 0o600)
+  closeSync(fd)
+  t.equal((await release(app, reused)).statusCode, 204)
+  t.ok(statSync(`/dev/shm/${reused}`).ino !== ino, 'the file put there is still there, untouched')
+  t.equal(app.segments.figures().pool.segments, 0, 'and nothing went to the pool')
+  unlinkSync(`/dev/shm/${reused}`)
+})
+
 t.test('a segment being read when it is released is unlinked, not recycled under its reader', async (t) => {
   const app = await build(t, env)
   const name = await make(app, 'busy/1', [8, 1024, 1024])

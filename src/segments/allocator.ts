@@ -4,6 +4,7 @@ import { capacity, close, stat, type Identity, type Stat } from '../../native/sh
 import type { Config } from '../config.js'
 import type { SegmentFiles } from './files.js'
 import type { Handles } from './handles.js'
+import type { HeldFds } from './held.js'
 import { expiry } from './lease.js'
 import { overQuota, type Planned, type QuotaReason } from './plan.js'
 import type { PoolEntry, SegmentPool } from './pool.js'
@@ -32,7 +33,8 @@ export class Allocator {
   #freeAt = -Infinity
 
   constructor (private readonly config: Config, private readonly registry: SegmentRegistry, private readonly pool: SegmentPool,
-    private readonly files: SegmentFiles, private readonly handles: Handles, private readonly pageSize: number) {}
+    private readonly files: SegmentFiles, private readonly handles: Handles, private readonly pageSize: number,
+    private readonly held: HeldFds) {}
 
   /**
    * Journals every record before the client can hear of it. Fresh files are intended first (recovery unlinks
@@ -68,13 +70,13 @@ export class Allocator {
         if (from === undefined) continue
         this.files.rename(from.name, names[i] as string)
         kept[i] = undefined
-        from.close()
+        if (from.fd !== undefined) this.held.keep(names[i] as string, from.fd)
         this.files.settled([from.name])
       }
       this.#freeCache -= fresh.reduce((n, i) => n + pagesOf((planned[i] as Planned).size, this.pageSize), 0)
       return made
     } catch (err) {
-      for (const from of kept) if (from !== undefined) { from.close(); this.files.discard(from.name, from, from.size) }
+      for (const from of kept) if (from !== undefined) { if (from.fd !== undefined) close(from.fd); this.files.discard(from.name, from, from.size) }
       for (const r of made) if (!kept.some((k) => k !== undefined && k.ino === r.ino && k.dev === r.dev)) unlinkQuietly(r.name)
       if (journaled) this.files.forgot(made.map((r) => r.name))
       this.files.settled(names)
@@ -138,13 +140,12 @@ export class Allocator {
       this.files.discard(entry.name, entry, entry.size)
       return undefined
     }
-    const fd = entry.fd
-    return { ...entry, close: () => { if (fd !== undefined) close(fd) } }
+    return entry
   }
 }
 
-/** A pool entry taken for a create: its descriptor (if the pool kept one) closes once the file has its new name. */
-interface Kept extends PoolEntry { close: () => void }
+/** A pool entry taken for a create: its descriptor (if the pool kept one) stays with the live segment (HeldFds). */
+type Kept = PoolEntry
 
 function statQuietly (fd: number): Stat | undefined {
   try { return stat(fd) } catch { return undefined }

@@ -1,8 +1,9 @@
 import { probe, unlinkQuietly } from '../../native/segment-file.js'
-import { close } from '../../native/shm.js'
+import { close, statName, type Stat } from '../../native/shm.js'
 import type { Journal } from '../journal/journal.js'
 import { ASYNC_UNLINK_BYTES, type SegmentFiles } from './files.js'
 import type { Handles } from './handles.js'
+import type { HeldFds } from './held.js'
 import type { Logger } from './logger.js'
 import { SegmentPool } from './pool.js'
 import { pagesOf, type SegmentRegistry, type SegmentRecord } from './registry.js'
@@ -23,7 +24,7 @@ export interface ReleasePlan { steps: Step[], moves: Map<string, string> }
 export class Releaser {
   constructor (private readonly registry: SegmentRegistry, private readonly files: SegmentFiles, private readonly pool: SegmentPool,
     private readonly handles: Handles, private readonly journal: Journal, private readonly newName: () => string,
-    private readonly pageSize: number, private readonly log: Logger) {}
+    private readonly pageSize: number, private readonly held: HeldFds, private readonly log: Logger) {}
 
   /** Each file (if it is still ours) is kept for reuse, unlinked off the event loop when large, or unlinked at once. */
   plan (records: SegmentRecord[], shutdown: boolean): ReleasePlan {
@@ -32,8 +33,8 @@ export class Releaser {
     let fds = 0
     const steps = records.map((r): Step => {
       try {
-        // Opened read-write: a file kept for reuse is zeroed through this fd and handed out with it.
-        const found = probe(r.name, this.files.expected(r), true)
+        // Opened read-write (or held since it left the pool): a file kept for reuse is zeroed through this fd.
+        const found = this.#look(r)
         if (found.kind !== 'ours') return { r, action: 'none' }
         // A segment still being read keeps its pages through the reader's fd; it is never recycled under it. A
         // local caller's file is its own, and it could keep it open past the release: never recycled either.
@@ -51,6 +52,27 @@ export class Releaser {
       }
     })
     return { steps, moves }
+  }
+
+  /**
+   * The file under a record's name, if it is still ours: through the fd held since it left the pool (an lstat of the
+   * name must find that same inode, one link, ours), or opened by name.
+   */
+  #look (r: SegmentRecord): { kind: 'ours', fd: number, stat: Stat } | { kind: 'other' } {
+    const held = this.held.take(r.name)
+    if (held === undefined) {
+      const found = probe(r.name, this.files.expected(r), true)
+      return found.kind === 'ours' ? found : { kind: 'other' }
+    }
+    try {
+      const st = statName(r.name)
+      if (st !== undefined && st.regular && st.uid === this.files.expected(r).uid && st.ino === r.ino && st.dev === r.dev) return { kind: 'ours', fd: held, stat: st }
+    } catch (err) {
+      close(held)
+      throw err
+    }
+    close(held)
+    return { kind: 'other' }
   }
 
   /** The records leave the registry: nobody can open them any more; one still open keeps counting its pages. */

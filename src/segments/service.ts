@@ -20,6 +20,7 @@ import { plan, type CreateRequest, type QuotaReason } from './plan.js'
 import { SegmentPool, type PoolFigures } from './pool.js'
 import { SegmentRegistry, type SegmentRecord } from './registry.js'
 import { Releaser } from './releaser.js'
+import { HeldFds } from './held.js'
 
 export type { CreateRequest } from './plan.js'
 export type { Handle } from './handles.js'
@@ -70,6 +71,7 @@ export class SegmentService extends EventEmitter<Events> {
   readonly #pending = new Set<string>()
   readonly #allocator: Allocator
   readonly #releaser: Releaser
+  readonly #held = new HeldFds()
   readonly #pageSize: number
   readonly #newName: () => string
   #closing = false
@@ -92,11 +94,11 @@ export class SegmentService extends EventEmitter<Events> {
     const limit = openFileLimit()
     this.#handles = new Handles(Math.max(1, Math.min(config.maxOpenSegments, limit === undefined ? Infinity : Math.floor(limit / 2))))
     this.#owners = new Owners(journal, (root, owner) => this.#registry.holdsRoot(root, owner))
-    this.#releaser = new Releaser(this.#registry, files, this.#pool, this.#handles, journal, this.#newName, this.#pageSize, log)
+    this.#releaser = new Releaser(this.#registry, files, this.#pool, this.#handles, journal, this.#newName, this.#pageSize, this.#held, log)
     this.#exits = new ExitWatch((namespace, owner) => { this.#ownerExited(namespace, owner) }, log)
     // An eighth of the descriptors at most, beside transfers (half) and connections (a quarter).
     this.#maxBound = Math.max(1, Math.min(config.maxBoundProcesses, limit === undefined ? Infinity : Math.floor(limit / 8)))
-    this.#allocator = new Allocator(config, this.#registry, this.#pool, files, this.#handles, this.#pageSize)
+    this.#allocator = new Allocator(config, this.#registry, this.#pool, files, this.#handles, this.#pageSize, this.#held)
     journal.attach({ records: () => this.#registry.values(), owners: () => this.#owners.snapshot() })
   }
 
@@ -248,6 +250,7 @@ export class SegmentService extends EventEmitter<Events> {
     if (known.length === 0) return
     for (const r of known) {
       this.#registry.delete(r.name)
+      this.#held.drop(r.name)
       this.log.warn({ segment: r.name, namespace: r.namespace, bytes: r.size }, 'segment vanished from /dev/shm')
     }
     this.journal.forgot(known.map((r) => r.name))
@@ -335,6 +338,7 @@ export class SegmentService extends EventEmitter<Events> {
   }
 
   #closeJournal (): void {
+    this.#held.closeAll()
     this.journal.close(this.#registry.count === 0 && this.journal.limbo.size === 0)
   }
 
