@@ -38,7 +38,7 @@ async function perTensor (svc, { iters, warmup, namespace }) {
 }
 
 export async function runBatch ({ iters = 100, warmup = 10 } = {}) {
-  const floor = await runJson(process.execPath, [join(BENCH_DIR, 'lib/floor.mjs'), JSON.stringify({ prefix: `${RUN_PREFIX}floor_`, n: 512, blocks: 5, size: SIZE })])
+  const floor = await runJson(process.execPath, [join(BENCH_DIR, 'lib/floor.mjs'), JSON.stringify({ prefix: `${RUN_PREFIX}floor_`, n: 512, blocks: 9, size: SIZE })])
   const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'batch', defaultStateDir: true })
   try {
     const f = await perTensor(svc, { iters, warmup, namespace: (i) => `batch${i}/x` })

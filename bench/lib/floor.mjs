@@ -4,7 +4,7 @@
 //   node floor.mjs '{"prefix": "...", "n": 500, "blocks": 5, "size": 65536}'
 import { randomBytes } from 'node:crypto'
 import { zeroFill } from '../../dist/native/io.js'
-import { chmod, close, createExclusive, open, rename, reserve, stat, truncate, unlink } from '../../dist/native/shm.js'
+import { chmod, close, createExclusive, rename, reserve, stat, statName, truncate, unlink } from '../../dist/native/shm.js'
 
 const { prefix, n = 500, blocks = 5, size = 65536 } = JSON.parse(process.argv[2])
 const name = () => prefix + randomBytes(8).toString('hex')
@@ -51,7 +51,7 @@ async function kept () {
   return out
 }
 
-/** One tensor taken from the pool: fstat of the kept fd, rename to the new name, close. */
+/** One tensor taken from the pool: fstat of the kept fd, rename to the new name (the fd stays with the segment). */
 async function pooledCreate () {
   const files = await kept()
   const names = files.map(name)
@@ -60,34 +60,35 @@ async function pooledCreate () {
     const [from, fd] = files[i]
     stat(fd)
     rename(from, names[i])
-    close(fd)
   }
   const us = cpuUs(t) / n
-  for (let i = 0; i < n; i++) { unlink(names[i]); made.delete(files[i][0]); made.add(names[i]); made.delete(names[i]) }
+  for (let i = 0; i < n; i++) { close(files[i][1]); unlink(names[i]); made.delete(files[i][0]) }
   return us
 }
 
-/** The pair of benchmark 1 with the pool: release (open, fstat, rename away, zero) and create (fstat, rename, close). */
+/**
+ * The pair of benchmark 1 with the pool, fd held throughout: release (lstat of the name, rename away, zero) and
+ * create (fstat, rename to a new name).
+ */
 async function pooledPair () {
   const files = await kept()
-  const live = files.map(([from, fd]) => { close(fd); const to = name(); rename(from, to); made.delete(from); made.add(to); return to })
+  const live = files.map(([from, fd]) => { const to = name(); rename(from, to); made.delete(from); made.add(to); return [to, fd] })
   const t = process.cpuUsage()
   for (let i = 0; i < n; i++) {
-    const fd = open(live[i], true)
-    stat(fd)
+    const [at, fd] = live[i]
+    statName(at)
     const away = name()
-    rename(live[i], away)
+    rename(at, away)
     await zeroFill(fd, size)
     stat(fd)
     const again = name()
     rename(away, again)
-    close(fd)
-    made.delete(live[i])
-    live[i] = again
+    made.delete(at)
     made.add(again)
+    live[i] = [again, fd]
   }
   const us = cpuUs(t) / n
-  for (const to of live) { unlink(to); made.delete(to) }
+  for (const [to, fd] of live) { close(fd); unlink(to); made.delete(to) }
   return us
 }
 
