@@ -4,27 +4,10 @@ import { readFileSync } from 'node:fs'
 import { PyDict, PyTuple, ShmObject, parsePickle, type PyValue } from '../src/codecs/pickle.js'
 import { PICKLE_PROTOCOLS, writePickle, type PickleProtocol } from '../src/codecs/pickle-writer.js'
 import { python } from './helpers/python.js'
+import { tag, type Tag } from './helpers/pytag.js'
 
 // The stand-in nos.common.shm module and tag(), the JSON form values are compared in (test/fixtures/pickles).
 const prelude = readFileSync(new URL('./fixtures/pickles/prelude.py', import.meta.url), 'utf8')
-
-type Tag = null | boolean | [string, unknown]
-
-function tag (v: PyValue): Tag {
-  if (v === null || typeof v === 'boolean') return v
-  if (typeof v === 'number') {
-    const b = Buffer.alloc(8)
-    b.writeDoubleBE(v)
-    return ['num', Number.isNaN(v) ? 'nan' : b.toString('hex')]
-  }
-  if (typeof v === 'bigint') return ['big', v.toString()]
-  if (typeof v === 'string') return ['str', v]
-  if (Buffer.isBuffer(v)) return ['bytes', v.toString('hex')]
-  if (Array.isArray(v)) return ['list', v.map(tag)]
-  if (v instanceof PyTuple) return ['tuple', v.items.map(tag)]
-  if (v instanceof PyDict) return ['dict', v.entries.map(([k, x]) => [tag(k), tag(x)])]
-  return ['shm', tag(v.state)]
-}
 
 const unsafe = fc.oneof(fc.bigInt({ min: BigInt(Number.MAX_SAFE_INTEGER) + 1n, max: 2n ** 900n }), fc.bigInt({ min: -(2n ** 900n), max: BigInt(Number.MIN_SAFE_INTEGER) - 1n }))
 const leaf = (bytes: boolean): fc.Arbitrary<PyValue> => fc.oneof(

@@ -7,31 +7,11 @@ import {
 } from '../src/codecs/pickle.js'
 import { mutate, mutation } from './helpers/mutate.js'
 import { python } from './helpers/python.js'
+import { doubleHex, tag, type Tag } from './helpers/pytag.js'
 
 // A stand-in nos.common.shm module, a restricted unpickler, and tag()/untag(): see the file.
 const prelude = readFileSync(new URL('./fixtures/pickles/prelude.py', import.meta.url), 'utf8')
 const py = async <T>(body: string, input: unknown = null): Promise<T> => await python<T>(`${prelude}\n${body}`, input)
-
-/** The JSON form both sides compare values in; Python's `tag` in prelude.py is its twin. */
-type Tag = null | boolean | [string, unknown]
-
-function doubleHex (n: number): string {
-  const b = Buffer.alloc(8)
-  b.writeDoubleBE(n)
-  return b.toString('hex')
-}
-
-function tag (v: PyValue): Tag {
-  if (v === null || typeof v === 'boolean') return v
-  if (typeof v === 'number') return ['num', Number.isNaN(v) ? 'nan' : doubleHex(v)]
-  if (typeof v === 'bigint') return ['big', v.toString()]
-  if (typeof v === 'string') return ['str', v]
-  if (Buffer.isBuffer(v)) return ['bytes', v.toString('hex')]
-  if (Array.isArray(v)) return ['list', v.map(tag)]
-  if (v instanceof PyTuple) return ['tuple', v.items.map(tag)]
-  if (v instanceof PyDict) return ['dict', v.entries.map(([k, x]) => [tag(k), tag(x)])]
-  return ['shm', tag(v.state)]
-}
 
 /** Only the documented types, bigints only outside the safe range, and no container nested absurdly deep. */
 function wellFormed (v: PyValue, depth = 0): boolean {

@@ -34,6 +34,4 @@ export class HeldFds {
     for (const fd of this.#fds.values()) close(fd)
     this.#fds.clear()
   }
-
-  get size (): number { return this.#fds.size }
 }
