@@ -77,7 +77,11 @@ export class Allocator {
       return made
     } catch (err) {
       for (const from of kept) if (from !== undefined) { if (from.fd !== undefined) close(from.fd); this.files.discard(from.name, from, from.size) }
-      for (const r of made) if (!kept.some((k) => k !== undefined && k.ino === r.ino && k.dev === r.dev)) unlinkQuietly(r.name)
+      for (const r of made) {
+        // A renamed kept file handed its fd over already: that goes with the file.
+        this.held.drop(r.name)
+        if (!kept.some((k) => k !== undefined && k.ino === r.ino && k.dev === r.dev)) unlinkQuietly(r.name)
+      }
       if (journaled) this.files.forgot(made.map((r) => r.name))
       this.files.settled(names)
       throw err
