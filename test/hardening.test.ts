@@ -115,27 +115,26 @@ t.test('a stalled upload is cut after TENSORSHM_IDLE_TIMEOUT and gives its descr
   await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=stall' })
 })
 
-t.test('a request that trickles in is cut after TENSORSHM_REQUEST_TIMEOUT, however steadily it trickles', async (t) => {
-  const app = await build(t, { ...env, TENSORSHM_REQUEST_TIMEOUT: '1' })
+/** Sends `head`, then one more `drip` byte every 100 ms until the service closes the connection; what it answered. */
+async function trickle (t: Test, env: Record<string, string>, head: string, drip: string): Promise<string> {
+  const app = await build(t, env)
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   const { socket, closed } = await raw(t, url)
-  socket.write('POST /v1/segments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{')
-  const drip = setInterval(() => { if (!socket.destroyed) socket.write(' ') }, 100)
-  t.teardown(() => { clearInterval(drip) })
+  socket.write(head)
+  const timer = setInterval(() => { if (!socket.destroyed) socket.write(drip) }, 100)
+  t.teardown(() => { clearInterval(timer) })
   const answer = await closed
-  clearInterval(drip)
+  clearInterval(timer)
+  return answer
+}
+
+t.test('a request that trickles in is cut after TENSORSHM_REQUEST_TIMEOUT, however steadily it trickles', async (t) => {
+  const answer = await trickle(t, { ...env, TENSORSHM_REQUEST_TIMEOUT: '1' }, 'POST /v1/segments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{', ' ')
   t.match(answer, /^HTTP\/1\.1 408 [\s\S]*\r\n\r\n\{"statusCode":408,"code":"TSHM_REQUEST_TIMEOUT"/, 'in this API\'s format')
 })
 
 t.test('headers that trickle in are cut after TENSORSHM_HEADERS_TIMEOUT: slow clients cannot hold every connection slot', async (t) => {
-  const app = await build(t, { ...env, TENSORSHM_HEADERS_TIMEOUT: '1' })
-  const url = await app.listen({ port: 0, host: '127.0.0.1' })
-  const { socket, closed } = await raw(t, url)
-  socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n')
-  const drip = setInterval(() => { if (!socket.destroyed) socket.write('X') }, 100)
-  t.teardown(() => { clearInterval(drip) })
-  const answer = await closed
-  clearInterval(drip)
+  const answer = await trickle(t, { ...env, TENSORSHM_HEADERS_TIMEOUT: '1' }, 'GET /healthz HTTP/1.1\r\nHost: x\r\n', 'X')
   t.match(answer, /^HTTP\/1\.1 408 [\s\S]*\r\n\r\n\{"statusCode":408,"code":"TSHM_REQUEST_TIMEOUT"/, 'in this API\'s format')
 })
 

@@ -47,7 +47,8 @@ export class Allocator {
     this.#checkQuota(planned.length, pages, namespace)
     this.#pendingCount += planned.length
     this.#pendingPages += pages
-    const kept: Array<Kept | undefined> = []
+    // Pool entries taken for this create; each one's fd (if the pool kept one) goes with its live segment (HeldFds).
+    const kept: Array<PoolEntry | undefined> = []
     const made: SegmentRecord[] = []
     const names = planned.map(() => this.files.newName())
     let journaled = false
@@ -135,7 +136,7 @@ export class Allocator {
   }
 
   /** A kept segment, checked to be still ours, unlinked and whole; undefined when it is not (it is then dropped). */
-  #checked (entry: PoolEntry | undefined, size: number): Kept | undefined {
+  #checked (entry: PoolEntry | undefined, size: number): PoolEntry | undefined {
     if (entry === undefined) return undefined
     // A client that kept an fd (or a link) could still truncate or read the file: such a file is not reused.
     const stat = entry.fd !== undefined ? statQuietly(entry.fd) : inspectStat(entry.name, this.files.expected(entry))
@@ -147,9 +148,6 @@ export class Allocator {
     return entry
   }
 }
-
-/** A pool entry taken for a create: its descriptor (if the pool kept one) stays with the live segment (HeldFds). */
-type Kept = PoolEntry
 
 function statQuietly (fd: number): Stat | undefined {
   try { return stat(fd) } catch { return undefined }
