@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { appendFileSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 /** The repository's root directory, with a trailing slash. */
@@ -65,17 +65,34 @@ const LOG_LIMIT = 1 << 20
 
 function launch (env: Record<string, string>, { wrap, nodeArgs = [], script = 'dist/src/server.js', logFile }: StartOptions) {
   const [bin, ...args] = (wrap ?? ((a) => a))([process.execPath, ...nodeArgs, script])
-  const child = spawn(bin as string, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  // With a log file, the service writes to it directly, as a production log sink would take its stdout: a pipe
+  // read into this process's heap would put the reader's CPU on the same cores as the service under measurement.
+  const fd = logFile === undefined ? undefined : openSync(logFile, 'a')
+  const child = spawn(bin as string, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', fd ?? 'pipe', fd ?? 'pipe'] })
+  if (fd !== undefined) closeSync(fd)
   let out = ''
   const collect = (d: Buffer) => {
     out += d.toString()
     if (out.length > LOG_LIMIT) out = out.slice(-LOG_LIMIT)
-    if (logFile !== undefined) appendFileSync(logFile, d)
   }
   child.stdout?.on('data', collect)
   child.stderr?.on('data', collect)
+  const log = logFile === undefined ? () => out : () => tailOf(logFile)
   const exited = once(child, 'exit').then(([code, signal]) => (code ?? signal) as number | string)
-  return { child, log: () => out, exited }
+  return { child, log, exited }
+}
+
+/** The last LOG_LIMIT bytes of a file. */
+function tailOf (path: string): string {
+  const fd = openSync(path, 'r')
+  try {
+    const size = fstatSync(fd).size
+    const buf = Buffer.alloc(Math.min(size, LOG_LIMIT))
+    readSync(fd, buf, 0, buf.length, size - buf.length)
+    return buf.toString()
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /**
