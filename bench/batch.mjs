@@ -1,8 +1,9 @@
 // Benchmark 1, target 4: one request creating 64 tensors of 64 KiB, with the service's defaults. The service's CPU
 // for that request (all its threads, from /proc/<pid>/task/*/schedstat, in ns) divided by 64, against the kernel's
 // part of one tensor timed in a loop without HTTP (lib/floor.mjs). Each request under a namespace root of its own,
-// so that all 64 files are made fresh (O_EXCL open, fchmod, ftruncate, posix_fallocate, fstat, close); and, for
-// information, all under one root, so that after the first round the 64 come from the pool (fstat, rename, close).
+// so that all 64 files are made fresh (O_EXCL open, fstat, ftruncate, posix_fallocate; the fd stays with the
+// segment); and, for information, all under one root, so that after the first round the 64 come from the pool
+// (fstat, rename).
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { BENCH_DIR, json, median, request, RUN_PREFIX, runJson, sleep, startService } from './lib/common.mjs'

@@ -4,9 +4,11 @@
 // shapes and nothing behind them (servers/bare-segments.mjs), alternating. The service runs with its defaults
 // (journal on /dev/shm, pool, reserve, metrics, one log line per request at info). For information: a bare Fastify
 // echoing 64 KiB of JSON (the tensor sent by value), and the kernel's part of a pair without HTTP (lib/floor.mjs).
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { runBatch } from './batch.mjs'
 import { BENCH_DIR, cpuMs, median, runJson, startServer, startService } from './lib/common.mjs'
+import { inSituBuild, inSituFigures } from './lib/in-situ.mjs'
 
 let invocation = 0
 
@@ -40,6 +42,22 @@ const summary = (list) => ({
 /** The median of per-repetition ratios, each against the baseline run next to it. */
 const ratio = (a, b, f) => median(a.map((r, i) => f(r) / f(b[i])))
 
+/** The kernel's part of a pair as the service spends it under this load (lib/in-situ.mjs), per pair. */
+async function kernelInSitu ({ duration, warmup }) {
+  const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'in-situ', defaultStateDir: true, script: inSituBuild() })
+  let r
+  try {
+    r = await cannon(svc.port, 'service-pair', { duration, warmup })
+  } finally {
+    await svc.stop()
+  }
+  // Warm-up included: the counters run from the start.
+  const pairs = r.itersPerSec * r.seconds * (1 + warmup / duration)
+  const by = inSituFigures(readFileSync(svc.logFile, 'utf8'))
+  const perPair = Object.fromEntries(Object.entries(by).map(([k, v]) => [k, { calls: v.calls / pairs, us: v.us / pairs }]))
+  return { usPerPair: Object.values(perPair).reduce((n, v) => n + v.us, 0), perPair, pairsPerSec: r.itersPerSec }
+}
+
 export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, batch = { iters: 100, warmup: 10 }, log = () => {} } = {}) {
   const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'control', defaultStateDir: true })
   const bare = await startServer('bare-segments.mjs')
@@ -66,6 +84,8 @@ export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, ba
   }
   const floor = await runJson(process.execPath, [join(BENCH_DIR, 'lib/floor.mjs'), JSON.stringify({ prefix: `${svc.prefix}floor_`, n: 1000, blocks: 5 })])
   log(`  floor: the kernel's part of a pair ${floor.pooledPair.toFixed(1)} µs; one 64 KiB tensor made fresh ${floor.freshCreate.toFixed(1)} µs, taken from the pool ${floor.pooledCreate.toFixed(1)} µs`)
+  const inSitu = await kernelInSitu({ duration, warmup })
+  log(`  in the service under this load: ${inSitu.usPerPair.toFixed(1)} µs per pair in libc calls and zeroing (${Object.entries(inSitu.perPair).map(([k, v]) => `${k} ${v.calls.toFixed(2)}x ${v.us.toFixed(1)} µs`).join(', ')})`)
   const many = await runBatch(batch)
   log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor ${many.floor.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.floor.pooledCreate.toFixed(1)})`)
   return {
@@ -73,6 +93,7 @@ export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, ba
     bare: summary(runs.bare),
     echo64k: summary([echo64k]),
     floor,
+    inSitu,
     many,
     ratios: {
       pairsPerSec: ratio(runs.service, runs.bare, (r) => r.itersPerSec),

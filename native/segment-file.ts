@@ -4,34 +4,63 @@ import { isSysError } from './sys-error.js'
 export interface CreateOptions {
   /** File size in bytes; never below 1, since Python cannot mmap an empty file. */
   size: number
-  /** Applied with fchmod after creation so that the process umask has no say. */
+  /** Applied with fchmod after creation (when the umask left another mode) so that the umask has no say. */
   mode: number
   owner?: { uid: number, gid: number } | undefined
   /** Back every page now (posix_fallocate) so a full /dev/shm fails here and not as SIGBUS in a client. */
   reserve: boolean
+  /** Hand the fd back open (`Created.fd`, the caller's to close) instead of closing it. */
+  keepOpen?: boolean
 }
 
 export interface Created extends shm.Identity {
   name: string
   size: number
+  /** With `keepOpen`: the file, open read-write. */
+  fd?: number
 }
 
-/** Creates a segment fully configured, or leaves nothing behind. */
-export async function createSegment (name: string, opts: CreateOptions): Promise<Created> {
+/**
+ * Creates a segment fully configured, or leaves nothing behind. Synchronous (no promise per file) unless its
+ * pages are reserved on the thread pool; a name that exists already throws EEXIST synchronously either way.
+ */
+export function createSegment (name: string, opts: CreateOptions): Created | Promise<Created> {
   const fd = shm.createExclusive(name, 0o600)
+  let made: Created
   try {
-    shm.chmod(fd, opts.mode)
+    const st = shm.stat(fd)
+    // Created 0600 less the umask: one syscall fewer when that is the mode asked for already.
+    if ((st.mode & 0o7777) !== (opts.mode & 0o7777)) shm.chmod(fd, opts.mode)
     if (opts.owner !== undefined) shm.chown(fd, opts.owner.uid, opts.owner.gid)
     shm.truncate(fd, opts.size)
-    if (opts.reserve) await shm.reserve(fd, opts.size)
-    const st = shm.stat(fd)
-    return { name, size: opts.size, ino: st.ino, dev: st.dev }
+    made = { name, size: opts.size, ino: st.ino, dev: st.dev }
+    if (opts.reserve && !shm.reservesInline(opts.size)) return reserveLater(made, fd, opts.keepOpen === true)
+    if (opts.reserve) shm.reserveNow(fd, opts.size)
   } catch (err) {
-    unlinkQuietly(name)
+    abandon(name, fd)
     throw err
-  } finally {
-    shm.close(fd)
   }
+  return handOver(made, fd, opts.keepOpen === true)
+}
+
+async function reserveLater (made: Created, fd: number, keepOpen: boolean): Promise<Created> {
+  try {
+    await shm.reserve(fd, made.size)
+  } catch (err) {
+    abandon(made.name, fd)
+    throw err
+  }
+  return handOver(made, fd, keepOpen)
+}
+
+function abandon (name: string, fd: number): void {
+  try { unlinkQuietly(name) } finally { shm.close(fd) }
+}
+
+function handOver (made: Created, fd: number, keepOpen: boolean): Created {
+  if (keepOpen) return { ...made, fd }
+  shm.close(fd)
+  return made
 }
 
 /** Unlinks a name we own; a name someone else removed already is not an error. Returns whether we removed it. */

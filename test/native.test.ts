@@ -78,6 +78,13 @@ t.test('fstat through koffi agrees with the kernel (struct stat layout)', async 
   t.ok(ours.allocated >= 12345, 'posix_fallocate backed the pages')
   t.equal(ours.mode & 0o777, 0o640, 'fchmod applied the mode whatever the umask')
   t.same({ ino: created.ino, dev: created.dev }, { ino: ours.ino, dev: ours.dev })
+  // Sizes past 32 bits are read from both halves (sparse: no page is taken).
+  const sparse = fresh()
+  const big = shm.createExclusive(sparse, 0o600)
+  shm.truncate(big, 5 * 2 ** 32 + 7)
+  t.equal(shm.stat(big).size, 5 * 2 ** 32 + 7)
+  shm.close(big)
+  shm.unlink(sparse)
   // Node's fs works on the raw fd: the I/O path the data plane uses.
   writeSync(fd, Buffer.from('hello'), 0, 5, 100)
   const back = Buffer.alloc(5)
@@ -90,6 +97,32 @@ t.test('fstat through koffi agrees with the kernel (struct stat layout)', async 
   const again = await createSegment(name, { size: 1, mode: 0o600, reserve: false })
   t.equal(presence(name, created), 'foreign', 'a new file under the old name is not ours')
   shm.unlink(again.name)
+})
+
+t.test('createSegment: the mode asked for whatever the umask; a small one is made without a promise; keepOpen hands the fd back', async (t) => {
+  // 0600 is what shm_open was asked for: fchmod is skipped only when the umask left exactly that.
+  const old = process.umask(0o277)
+  let stripped
+  try {
+    stripped = createSegment(fresh(), { size: 4096, mode: 0o600, reserve: true })
+  } finally {
+    process.umask(old)
+  }
+  t.notOk(stripped instanceof Promise, 'reserved on the loop: no promise')
+  const made = stripped as Awaited<typeof stripped>
+  const st = shm.statName(made.name)
+  t.equal(st === undefined ? -1 : st.mode & 0o7777, 0o600, 'a umask that took the owner\'s write bit does not reach the file')
+  t.equal(made.fd, undefined, 'closed unless asked')
+  const kept = await createSegment(fresh(), { size: 8192, mode: 0o640, reserve: true, keepOpen: true })
+  t.type(kept.fd, 'number')
+  const fd = kept.fd as number
+  const via = shm.stat(fd)
+  t.same({ ino: via.ino, dev: via.dev, size: via.size, mode: via.mode & 0o7777 }, { ino: kept.ino, dev: kept.dev, size: 8192, mode: 0o640 }, 'the fd is the file, sized and moded')
+  shm.close(fd)
+  const big = createSegment(fresh(), { size: 2 << 20, mode: 0o600, reserve: true })
+  t.ok(big instanceof Promise, 'a large reservation runs on the thread pool')
+  t.equal((await big).size, 2 << 20)
+  for (const n of shmFiles(prefix)) shm.unlink(n)
 })
 
 t.test('ftruncate without reserve leaves the file sparse; reserve backs it', async (t) => {
@@ -108,7 +141,7 @@ t.test('ftruncate without reserve leaves the file sparse; reserve backs it', asy
 t.test('a reservation larger than /dev/shm fails with ENOSPC and leaves nothing', async (t) => {
   const name = fresh()
   // Not allocated: posix_fallocate checks the length against the file system's limit before touching a page.
-  await t.rejects(createSegment(name, { size: Number.MAX_SAFE_INTEGER, mode: 0o600, reserve: true }), { name: 'SysError', code: 'ENOSPC', syscall: 'posix_fallocate' })
+  await t.rejects(async () => await createSegment(name, { size: Number.MAX_SAFE_INTEGER, mode: 0o600, reserve: true }), { name: 'SysError', code: 'ENOSPC', syscall: 'posix_fallocate' })
   t.same(shmFiles(prefix), [])
 })
 

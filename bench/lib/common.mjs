@@ -156,17 +156,18 @@ function tail (file) {
 export async function startService (env = {}, { nodeArgs = [], label = 'svc', script, defaultStateDir = false } = {}) {
   const n = ++serviceCount
   const prefix = `${RUN_PREFIX}${n}_`
+  const logFile = join(WORK, `service-${n}-${label}.log`)
   const svc = await start({
     TENSORSHM_PORT: String(await freePort()),
     TENSORSHM_SEGMENT_PREFIX: prefix,
     ...(defaultStateDir ? {} : { TENSORSHM_STATE_DIR: mkdtempSync(join(WORK, `state-${n}-`)) }),
     TENSORSHM_LOG_LEVEL: 'warn',
     ...env
-  }, { nodeArgs, script, logFile: join(WORK, `service-${n}-${label}.log`) })
+  }, { nodeArgs, script, logFile })
   const child = Object.assign(svc.child, { exited: svc.exited.then((code) => ({ code })) })
   children.add(child)
   svc.exited.then(() => children.delete(child), () => {})
-  return { child, port: svc.port, pid: child.pid, prefix, label, stop: () => svc.stop() }
+  return { child, port: svc.port, pid: child.pid, prefix, label, logFile, stop: () => svc.stop() }
 }
 
 /** A bench server script (bench/servers/*.mjs) on a free port; it answers /healthz. */

@@ -88,10 +88,13 @@ const sizes: Record<Kind, number[]> = { b: [1], i: [1, 2, 4, 8], u: [1, 2, 4, 8]
 
 const protocol = /^([<>=|]?)(?:([?bBhHiIlLqQpPefdFD])|([biufc])([0-9]{1,6}))$/
 
+/** numpy's names, parsed once: a create parses every spec's dtype, and the objects are never changed. */
+const byName = new Map(Object.entries(names).map(([text, [kind, size]]) => [text, Object.freeze(make(kind, size, false))]))
+
 /** Parses a numpy dtype string, or returns undefined for anything outside the allowed numeric types. */
 export function parseDtype (text: string): Dtype | undefined {
-  const named = Object.hasOwn(names, text) ? names[text] : undefined
-  if (named !== undefined) return make(named[0], named[1], false)
+  const named = byName.get(text)
+  if (named !== undefined) return named
   const m = protocol.exec(text)
   if (m === null) return undefined
   const big = m[1] === '>'

@@ -96,10 +96,10 @@ export class Journal {
   }
 
   /** Resolves once the records are written (with the rest of this event-loop turn's lines): the client hears of them after. */
-  async created (records: SegmentRecord[]): Promise<void> {
+  created (records: SegmentRecord[]): Promise<void> {
     const written = this.#appendLater({ op: 'create', records: records.map(store) })
     for (const r of records) this.limbo.delete(r.name)
-    await written
+    return written
   }
 
   /** Before the files are touched: each released name (and where it is about to be moved) becomes limbo. */
@@ -108,8 +108,8 @@ export class Journal {
   }
 
   /** The same, written with the rest of this event-loop turn's lines: touch the files once it resolves. */
-  async releasedLater (records: SegmentRecord[], moves: Map<string, string>): Promise<void> {
-    await this.#appendLater(this.#releasing(records, moves))
+  releasedLater (records: SegmentRecord[], moves: Map<string, string>): Promise<void> {
+    return this.#appendLater(this.#releasing(records, moves))
   }
 
   #releasing (records: SegmentRecord[], moves: Map<string, string>): Op {
@@ -219,16 +219,17 @@ export class Journal {
   /**
    * Group commit: lines from one event-loop turn go out in one write, after the turn. Callers wait for it before
    * the step the line announces, and before they answer, so nothing a client was told can be lost to a SIGKILL.
+   * Not async, nor are the layers that pass this promise on: one promise per line, not one per layer.
    */
-  async #appendLater (op: Op): Promise<void> {
-    if (this.#closed) return
+  #appendLater (op: Op): Promise<void> {
+    if (this.#closed) return Promise.resolve()
     this.#batch.push(JSON.stringify(op))
     const written = new Promise<void>((resolve, reject) => { this.#waiting.push({ resolve, reject }) })
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
       setImmediate(() => { this.#flushScheduled = false; this.#flush() })
     }
-    await written
+    return written
   }
 
   /** Writes the waiting lines; their waiters hear how it went. `rethrow` for a caller that must hear it too. */

@@ -80,6 +80,18 @@ export function createMetrics (service: SegmentService, sweeper: Sweeper, config
   const transferSeconds = new Histogram({ ...on, name: 'tensorshm_transfer_duration_seconds', help: 'Time to move one tensor through /v1/segments/{name}/data.', labelNames: ['direction'], buckets: DURATION_BUCKETS })
   const http = new Histogram({ ...on, name: 'tensorshm_http_request_duration_seconds', help: 'HTTP request durations by route pattern and status.', labelNames: ['method', 'route', 'status_code'] })
   for (const direction of ['read', 'write']) transferBytes.inc({ direction }, 0)
+  // One child per method, route pattern and status, found without prom-client hashing the labels on every request.
+  // Bounded: Node's parser knows a few dozen methods, routes are patterns (or "unmatched"), statuses are ours.
+  const series = new Map<string, Histogram.Internal<'method' | 'route' | 'status_code'>>()
+  const requestSeries = (method: string, route: string, status: number): Histogram.Internal<'method' | 'route' | 'status_code'> => {
+    const key = `${method} ${status} ${route}`
+    let child = series.get(key)
+    if (child === undefined) {
+      child = http.labels({ method, route, status_code: String(status) })
+      series.set(key, child)
+    }
+    return child
+  }
 
   let lastWarning = -Infinity
   service.on('created', (records) => {
@@ -108,7 +120,7 @@ export function createMetrics (service: SegmentService, sweeper: Sweeper, config
     figures,
     decoded: (bytes: number, seconds: number) => { decodeBytes.inc(bytes); decodeSeconds.observe(seconds) },
     transferred: (direction: 'read' | 'write', bytes: number, seconds: number) => { transferBytes.inc({ direction }, bytes); transferSeconds.observe({ direction }, seconds) },
-    request: (method: string, route: string, status: number, seconds: number) => { http.observe({ method, route, status_code: String(status) }, seconds) }
+    request: (method: string, route: string, status: number, seconds: number) => { requestSeries(method, route, status).observe(seconds) }
   }
 }
 

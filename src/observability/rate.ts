@@ -12,6 +12,8 @@ export class RateMeter {
   readonly #names: Array<Map<string, number>>
   #head = 0
   #headStart: number
+  /** The sum of #counts, kept as they change: rate() is asked on every create. */
+  #total = 0
 
   constructor (readonly windowMs: number, buckets = 20, now = Date.now()) {
     this.#bucketMs = windowMs / buckets
@@ -23,6 +25,7 @@ export class RateMeter {
   add (n: number, namespace: string, now = Date.now()): void {
     this.#advance(now)
     this.#counts[this.#head] = (this.#counts[this.#head] ?? 0) + n
+    this.#total += n
     const names = this.#names[this.#head]
     if (names === undefined) return
     const count = names.get(namespace)
@@ -38,7 +41,7 @@ export class RateMeter {
   /** Events per second over the whole window. */
   rate (now = Date.now()): number {
     this.#advance(now)
-    return this.#counts.reduce((a, b) => a + b, 0) / (this.windowMs / 1000)
+    return this.#total / (this.windowMs / 1000)
   }
 
   /** The namespaces that allocated most in the window, busiest first. */
@@ -54,6 +57,7 @@ export class RateMeter {
     if (steps <= 0) return
     for (let i = 0; i < Math.min(steps, this.#counts.length); i++) {
       this.#head = (this.#head + 1) % this.#counts.length
+      this.#total -= this.#counts[this.#head] ?? 0
       this.#counts[this.#head] = 0
       this.#names[this.#head]?.clear()
     }

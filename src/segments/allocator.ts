@@ -1,5 +1,5 @@
 import { isSysError } from '../../native/sys-error.js'
-import { inspect, unlinkQuietly, type Expected } from '../../native/segment-file.js'
+import { inspect, unlinkQuietly, type Created, type Expected } from '../../native/segment-file.js'
 import { capacity, close, stat, type Identity, type Stat } from '../../native/shm.js'
 import type { Config } from '../config.js'
 import type { SegmentFiles } from './files.js'
@@ -56,13 +56,19 @@ export class Allocator {
       // A local caller's files are never pooled: they belong to it, and it could keep one open past its release.
       for (const p of planned) {
         const taking = extra.file === undefined ? this.pool.take(owner, namespace, p.size) : undefined
-        kept.push(taking === undefined ? undefined : this.#checked(await taking, p.size))
+        kept.push(this.#checked(taking instanceof Promise ? await taking : taking, p.size))
       }
       const fresh = planned.flatMap((_, i) => kept[i] === undefined ? [i] : [])
       if (fresh.length > 0) this.files.intend(fresh.map((i) => names[i] as string))
       for (const [i, item] of planned.entries()) {
-        const from = kept[i]
-        const id = from ?? await this.#fresh(names, i, item.size, extra.file)
+        let id: Identity | undefined = kept[i]
+        if (id === undefined) {
+          const fresh = this.#fresh(names, i, item.size, extra.file)
+          const created = fresh instanceof Promise ? await fresh : fresh
+          // Its fd stays with the live segment, as a kept file's does: its release then needs no open.
+          if (created.fd !== undefined) this.held.keep(created.name, created.fd)
+          id = created
+        }
         made.push(record(names[i] as string, namespace, item, id, ttl, owner, extra))
       }
       await this.files.created(made)
@@ -116,10 +122,11 @@ export class Allocator {
   }
 
   /** A fresh file under names[i]; 64 random bits collide only with a file someone placed on purpose: draw again, a few times. */
-  async #fresh (names: string[], i: number, size: number, file: SegmentRecord['file']): Promise<Identity> {
+  #fresh (names: string[], i: number, size: number, access: SegmentRecord['file']): Created | Promise<Created> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.files.create(names[i] as string, size, file)
+        // EEXIST comes from the O_EXCL open, before any promise.
+        return this.files.create(names[i] as string, size, { access, keepOpen: true })
       } catch (err) {
         if (!isSysError(err, 'EEXIST') || attempt >= 3) throw err
         names[i] = this.files.newName()

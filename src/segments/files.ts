@@ -1,4 +1,4 @@
-import { createSegment, inspect, unlinkIfOurs, unlinkQuietly, type CreateOptions, type Expected } from '../../native/segment-file.js'
+import { createSegment, inspect, unlinkIfOurs, unlinkQuietly, type CreateOptions, type Created, type Expected } from '../../native/segment-file.js'
 import * as shm from '../../native/shm.js'
 import type { Journal } from '../journal/journal.js'
 import type { FileAccess } from './access.js'
@@ -35,8 +35,8 @@ export class SegmentFiles {
   }
 
   /** Live segments, before the client hears of them (and before a kept file takes its new name). */
-  async created (records: SegmentRecord[]): Promise<void> {
-    await this.journal.created(records)
+  created (records: SegmentRecord[]): Promise<void> {
+    return this.journal.created(records)
   }
 
   /** Records that will not be: their files are gone (not critical, recovery would find them missing). */
@@ -49,11 +49,15 @@ export class SegmentFiles {
     this.journal.settled(...names)
   }
 
-  /** A fresh segment under a name already intended; given to a local caller with `access`, else the instance's. */
-  async create (name: string, size: number, access?: FileAccess): Promise<shm.Identity> {
-    if (access === undefined) return await createSegment(name, { ...this.options, size })
-    const made = await createSegment(name, { ...this.options, size, mode: access.mode, owner: { uid: access.uid, gid: access.gid } })
-    return { ino: made.ino, dev: made.dev, uid: access.uid }
+  /**
+   * A fresh segment under a name already intended; given to a local caller with `access`, else the instance's.
+   * With `keepOpen`, its fd comes back open (see HeldFds). A promise only when its pages are reserved off the loop.
+   */
+  create (name: string, size: number, { access, keepOpen = false }: { access?: FileAccess | undefined, keepOpen?: boolean } = {}): Created | Promise<Created> {
+    if (access === undefined) return createSegment(name, { ...this.options, size, keepOpen })
+    const made = createSegment(name, { ...this.options, size, keepOpen, mode: access.mode, owner: { uid: access.uid, gid: access.gid } })
+    const given = (m: Created): Created => ({ ...m, uid: access.uid })
+    return made instanceof Promise ? made.then(given) : given(made)
   }
 
   /** Renames a file we checked is ours; the journal already knows both names. */

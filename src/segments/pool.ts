@@ -92,7 +92,8 @@ export class SegmentPool {
   /** Takes a released segment, already renamed to `entry.name`; older ones go to make room. */
   admit (entry: PoolEntry): void {
     while ((this.#bytes + entry.size > this.maxBytes || this.#count >= MAX_ENTRIES) && this.#count > 0) this.#evictOldest()
-    const pooled: Pooled = { ...entry, since: Date.now(), ready: DIRTY, clean: false, dropped: false, zeroing: false }
+    // Spelled out, not spread: one object of a fixed shape per release.
+    const pooled: Pooled = { name: entry.name, ino: entry.ino, dev: entry.dev, size: entry.size, key: entry.key, fd: entry.fd, since: Date.now(), ready: DIRTY, clean: false, dropped: false, zeroing: false }
     if (pooled.fd !== undefined && this.#heldFds >= MAX_HELD_FDS) { close(pooled.fd); pooled.fd = undefined }
     if (pooled.fd !== undefined) this.#heldFds++
     this.#add(pooled)
@@ -114,16 +115,18 @@ export class SegmentPool {
   }
 
   /**
-   * A kept, zeroed segment for this owner, namespace root and size, taken out of the pool (once it is zeroed);
-   * undefined, at once, when there is none: a create of many fresh tensors does not wait a turn for each.
+   * A kept, zeroed segment for this owner, namespace root and size, taken out of the pool: at once when one is zeroed
+   * already, else a promise for when it is. Undefined, at once, when there is none: a create of many fresh tensors
+   * does not wait a turn for each, nor one taking a clean file.
    */
-  take (owner: string | null, namespace: string, size: number): Promise<PoolEntry | undefined> | undefined {
+  take (owner: string | null, namespace: string, size: number): PoolEntry | Promise<PoolEntry | undefined> | undefined {
     const key = SegmentPool.key(owner, namespace, size)
     const list = this.#lists.get(key)
     const entry = list?.find((e) => e.clean) ?? list?.[0]
     if (entry === undefined) { this.#misses++; return undefined }
+    if (entry.clean) { this.#forget(entry); this.#hits++; return this.#handOver(entry) }
     // Only dirty ones left: this key reallocates faster than its pages are zeroed, so keep a spare ready for it.
-    if (!entry.clean) this.#grow(key, size)
+    this.#grow(key, size)
     this.#forget(entry)
     return entry.ready.then((clean) => {
       if (clean) { this.#hits++; return this.#handOver(entry) }

@@ -78,10 +78,12 @@ export class SegmentRegistry {
     this.#byName.set(record.name, record)
     let keys = this.#byNamespace.get(record.namespace)
     if (keys === undefined) this.#byNamespace.set(record.namespace, keys = new Map())
-    const list = keys.get(record.key) ?? []
-    list.push(record)
-    list.sort((a, b) => (a.index ?? 0) - (b.index ?? 0))
-    keys.set(record.key, list)
+    const list = keys.get(record.key)
+    if (list === undefined) keys.set(record.key, [record])
+    else {
+      list.push(record)
+      list.sort((a, b) => (a.index ?? 0) - (b.index ?? 0))
+    }
     const root = rootKey(namespaceRoot(record.namespace), record.owner)
     this.#perRoot.set(root, (this.#perRoot.get(root) ?? 0) + 1)
     this.#bytes += record.size
@@ -96,9 +98,10 @@ export class SegmentRegistry {
     this.#bytes -= record.size
     this.#pages -= pagesOf(record.size, this.pageSize)
     const keys = this.#byNamespace.get(record.namespace)
-    const list = keys?.get(record.key)?.filter((r) => r !== record)
-    if (keys !== undefined && list !== undefined && list.length > 0) keys.set(record.key, list)
-    else keys?.delete(record.key)
+    const list = keys?.get(record.key)
+    const at = list?.indexOf(record) ?? -1
+    if (list !== undefined && at >= 0) list.splice(at, 1)
+    if (list !== undefined && list.length === 0) keys?.delete(record.key)
     if (keys?.size === 0) this.#byNamespace.delete(record.namespace)
     const root = rootKey(namespaceRoot(record.namespace), record.owner)
     const left = (this.#perRoot.get(root) ?? 1) - 1

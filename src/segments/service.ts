@@ -150,16 +150,17 @@ export class SegmentService extends EventEmitter<Events> {
       throw err
     }
     const keys = Object.keys(request.tensors)
+    const pending = keys.map((key) => `${namespace}\0${key}`)
     let made: SegmentRecord[] = []
     let reserved = false
     try {
       const planned = plan(request, this.config.maxSegmentBytes)
-      for (const key of keys) {
-        if (this.#registry.hasKey(namespace, key) || this.#pending.has(`${namespace}\0${key}`)) {
-          throw new errors.DuplicateKey(`tensors.${key}: the key is already registered in namespace "${namespace}"`)
+      for (let i = 0; i < keys.length; i++) {
+        if (this.#registry.hasKey(namespace, keys[i] as string) || this.#pending.has(pending[i] as string)) {
+          throw new errors.DuplicateKey(`tensors.${keys[i] as string}: the key is already registered in namespace "${namespace}"`)
         }
       }
-      for (const key of keys) this.#pending.add(`${namespace}\0${key}`)
+      for (const p of pending) this.#pending.add(p)
       reserved = true
       made = await this.#allocator.allocate(planned, namespace, request.ttl_seconds ?? this.config.defaultTtl, owner, { file, boundTo: binding?.ref })
       for (const r of made) this.#registry.add(r)
@@ -174,7 +175,7 @@ export class SegmentService extends EventEmitter<Events> {
       throw err
     } finally {
       if (binding !== undefined) this.#binding--
-      if (reserved) for (const key of keys) this.#pending.delete(`${namespace}\0${key}`)
+      if (reserved) for (const p of pending) this.#pending.delete(p)
       this.#owners.settle(namespace, owner)
     }
     this.emit('created', made)

@@ -25,6 +25,24 @@ export function checkSpec (input: TensorSpecInput, field: string, maxBytes: numb
   }
   const { shape } = input
   if (shape.length > MAX_NDIM) throw new errors.InvalidSpec(`${field}.shape: ${shape.length} dimensions, at most ${MAX_NDIM} are allowed`)
+  // In doubles first: a product of factors >= 1 that ends at or below 2^53 was exact all the way.
+  let bytes = dtype.itemsize
+  let empty = false
+  for (const dim of shape) {
+    if (!Number.isSafeInteger(dim) || dim < 0) { bytes = Infinity; break }
+    if (dim === 0) empty = true
+    else bytes *= dim
+  }
+  if (bytes <= Number.MAX_SAFE_INTEGER) {
+    const nbytes = empty ? 0 : bytes
+    if (nbytes > maxBytes) throw new errors.InvalidSpec(`${field}.shape: ${nbytes} bytes is over the limit of ${maxBytes} bytes per segment (TENSORSHM_MAX_SEGMENT_BYTES)`)
+    return { shape: [...shape], dtype, nbytes }
+  }
+  return checkLarge(shape, dtype, field, maxBytes)
+}
+
+/** The same, exactly, in BigInt: for what would not fit in a double, or a dimension that is not an integer. */
+function checkLarge (shape: number[], dtype: Dtype, field: string, maxBytes: number): Spec {
   let nonzero = BigInt(dtype.itemsize)
   let zero = false
   for (const [i, dim] of shape.entries()) {
