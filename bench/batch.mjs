@@ -6,7 +6,7 @@
 // (fstat, rename).
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { BENCH_DIR, json, median, request, RUN_PREFIX, runJson, sleep, startService } from './lib/common.mjs'
+import { BENCH_DIR, json, median, request, RUN_PREFIX, runJson, sleep, startServer, startService } from './lib/common.mjs'
 
 const TENSORS = 64
 const SIZE = 65536
@@ -22,7 +22,7 @@ function threadsCpuUs (pid) {
 
 const body = (namespace) => ({ namespace, tensors: Object.fromEntries(Array.from({ length: TENSORS }, (_, k) => [`t${k}`, { shape: [SIZE], dtype: 'uint8' }])) })
 
-async function perTensor (svc, { iters, warmup, namespace }) {
+async function perTensor (svc, { iters, warmup, namespace, expectDelete = 200 }) {
   const samples = []
   for (let i = 0; i < warmup + iters; i++) {
     const ns = namespace(i)
@@ -31,7 +31,7 @@ async function perTensor (svc, { iters, warmup, namespace }) {
     const after = threadsCpuUs(svc.pid)
     if (i >= warmup) samples.push((after - before) / TENSORS)
     const res = await request(svc.port, 'DELETE', `/v1/segments?namespace=${ns}`)
-    if (res.status !== 200) throw new Error(`DELETE namespace: ${res.status}`)
+    if (res.status !== expectDelete) throw new Error(`DELETE namespace: ${res.status}`)
     // Released files are zeroed for the pool right after the answer: that work belongs to the release, not the next create.
     await sleep(5)
   }
@@ -44,8 +44,20 @@ export async function runBatch ({ iters = 100, warmup = 10 } = {}) {
   try {
     const f = await perTensor(svc, { iters, warmup, namespace: (i) => `batch${i}/x` })
     const p = await perTensor(svc, { iters, warmup, namespace: (i) => `batch/${i}` })
-    return { floor, fresh: f, pooled: p, ratioFresh: f.median / floor.freshCreate, ratioPooled: p.median / floor.pooledCreate, tensors: TENSORS, size: SIZE }
+    const bare = await bareHttp({ iters, warmup })
+    return { floor, fresh: f, pooled: p, bare, ratioFresh: f.median / floor.freshCreate, ratioPooled: p.median / floor.pooledCreate, tensors: TENSORS, size: SIZE }
   } finally {
     await svc.stop()
+  }
+}
+
+/** For information: the bare app of benchmark 1 answering the same 64-tensor POST, its CPU per tensor (HTTP, JSON, names). */
+async function bareHttp ({ iters, warmup }) {
+  const bare = await startServer('bare-segments.mjs')
+  try {
+    // The bare app's DELETE of a namespace matches no route: 404, and nothing to release.
+    return await perTensor(bare, { iters, warmup, namespace: (i) => `batch${i}/x`, expectDelete: 404 })
+  } finally {
+    await bare.stop()
   }
 }

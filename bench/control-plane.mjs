@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { runBatch } from './batch.mjs'
-import { BENCH_DIR, cpuMs, median, runJson, startServer, startService } from './lib/common.mjs'
+import { BENCH_DIR, cpuMs, median, request, runJson, startServer, startService } from './lib/common.mjs'
 import { inSituBuild, inSituFigures } from './lib/in-situ.mjs'
 
 let invocation = 0
@@ -46,13 +46,15 @@ const ratio = (a, b, f) => median(a.map((r, i) => f(r) / f(b[i])))
 async function kernelInSitu ({ duration, warmup }) {
   const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'in-situ', defaultStateDir: true, script: inSituBuild() })
   let r
+  let pairs
   try {
     r = await cannon(svc.port, 'service-pair', { duration, warmup })
+    // The counters run from the start, warm-up included: the pairs are counted by the service's own histogram.
+    const text = (await request(svc.port, 'GET', '/metrics')).body.toString()
+    pairs = Number(/^tensorshm_http_request_duration_seconds_count\{[^}]*method="DELETE"[^}]*route="\/v1\/segments\/:name"[^}]*status_code="204"[^}]*\} (\d+)/m.exec(text)?.[1] ?? NaN)
   } finally {
     await svc.stop()
   }
-  // Warm-up included: the counters run from the start.
-  const pairs = r.itersPerSec * r.seconds * (1 + warmup / duration)
   const by = inSituFigures(readFileSync(svc.logFile, 'utf8'))
   const perPair = Object.fromEntries(Object.entries(by).map(([k, v]) => [k, { calls: v.calls / pairs, us: v.us / pairs }]))
   return { usPerPair: Object.values(perPair).reduce((n, v) => n + v.us, 0), perPair, pairsPerSec: r.itersPerSec }
@@ -85,9 +87,9 @@ export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, ba
   const floor = await runJson(process.execPath, [join(BENCH_DIR, 'lib/floor.mjs'), JSON.stringify({ prefix: `${svc.prefix}floor_`, n: 1000, blocks: 5 })])
   log(`  floor: the kernel's part of a pair ${floor.pooledPair.toFixed(1)} µs; one 64 KiB tensor made fresh ${floor.freshCreate.toFixed(1)} µs, taken from the pool ${floor.pooledCreate.toFixed(1)} µs`)
   const inSitu = await kernelInSitu({ duration, warmup })
-  log(`  in the service under this load: ${inSitu.usPerPair.toFixed(1)} µs per pair in libc calls and zeroing (${Object.entries(inSitu.perPair).map(([k, v]) => `${k} ${v.calls.toFixed(2)}x ${v.us.toFixed(1)} µs`).join(', ')})`)
+  log(`  in the service under this load: ${inSitu.usPerPair.toFixed(1)} µs per pair in libc calls and zeroing (${Object.entries(inSitu.perPair).filter(([, v]) => v.calls >= 0.01).map(([k, v]) => `${k} ${v.calls.toFixed(2)}x ${v.us.toFixed(1)} µs`).join(', ')})`)
   const many = await runBatch(batch)
-  log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor ${many.floor.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.floor.pooledCreate.toFixed(1)})`)
+  log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor ${many.floor.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.floor.pooledCreate.toFixed(1)}); the bare app answering the same request ${many.bare.median.toFixed(1)} µs per tensor`)
   return {
     service: summary(runs.service),
     bare: summary(runs.bare),

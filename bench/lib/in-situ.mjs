@@ -10,14 +10,17 @@ import { ROOT, WORK } from './common.mjs'
 
 const COUNTERS = `
 const __insitu = { by: {} }
-const __timed = (label, fn) => Object.assign((...args) => {
-  const t = process.hrtime.bigint()
-  try { return fn(...args) } finally {
-    const c = (__insitu.by[label] ??= { calls: 0, ns: 0n })
-    c.calls++
-    c.ns += process.hrtime.bigint() - t
-  }
-}, fn.async === undefined ? {} : { async: fn.async })
+// A declaration, so that the wrapped exports above can call it while the module is still being evaluated.
+function __timed (label, fn) {
+  return Object.assign((...args) => {
+    const t = process.hrtime.bigint()
+    try { return fn(...args) } finally {
+      const c = (__insitu.by[label] ??= { calls: 0, ns: 0n })
+      c.calls++
+      c.ns += process.hrtime.bigint() - t
+    }
+  }, fn.async === undefined ? {} : { async: fn.async })
+}
 process.on('exit', () => {
   const by = Object.fromEntries(Object.entries(__insitu.by).map(([k, v]) => [k, { calls: v.calls, us: Number(v.ns) / 1000 }]))
   process.stderr.write('IN-SITU ' + JSON.stringify(by) + '\\n')
