@@ -60,7 +60,7 @@ async function kernelInSitu ({ duration, warmup }) {
   return { usPerPair: Object.values(perPair).reduce((n, v) => n + v.us, 0), perPair, pairsPerSec: r.itersPerSec }
 }
 
-export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, batch = { iters: 100, warmup: 10 }, log = () => {} } = {}) {
+export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, batch = { iters: 100, warmup: 50 }, log = () => {} } = {}) {
   const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'control', defaultStateDir: true })
   const bare = await startServer('bare-segments.mjs')
   const runs = { service: [], bare: [] }

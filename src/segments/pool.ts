@@ -94,24 +94,28 @@ export class SegmentPool {
     while ((this.#bytes + entry.size > this.maxBytes || this.#count >= MAX_ENTRIES) && this.#count > 0) this.#evictOldest()
     // Spelled out, not spread: one object of a fixed shape per release.
     const pooled: Pooled = { name: entry.name, ino: entry.ino, dev: entry.dev, size: entry.size, key: entry.key, fd: entry.fd, since: Date.now(), ready: DIRTY, clean: false, dropped: false, zeroing: false }
-    if (pooled.fd !== undefined && this.#heldFds >= MAX_HELD_FDS) { close(pooled.fd); pooled.fd = undefined }
     if (pooled.fd !== undefined) this.#heldFds++
     this.#add(pooled)
-    // A small file with its fd, and nothing queued before it: zeroed now (a few µs), without the queue's promises.
-    if (pooled.fd !== undefined && zeroesInline(pooled.size) && this.#queue.length === 0) {
+    // A small file that came with its fd, and nothing queued before it: zeroed now through that fd (a few µs), without
+    // the queue's promises, and before the pool's share of descriptors is looked at: one that has to give its fd up
+    // is not opened again by name later just to be zeroed (a mass release of fresh namespaces did that for nearly all).
+    const inline = pooled.fd !== undefined && zeroesInline(pooled.size) && this.#queue.length === 0
+    if (inline) {
       try {
-        zeroSync(pooled.fd, pooled.size)
-        pooled.clean = true
-        pooled.ready = CLEAN
-        return
+        zeroSync(pooled.fd as number, pooled.size)
       } catch (err) {
         this.log.warn({ err, segment: pooled.name }, 'could not zero a pooled segment')
         this.#drop(pooled)
         return
       }
+      pooled.clean = true
+      pooled.ready = CLEAN
+    } else {
+      pooled.ready = new Promise((resolve) => { this.#queue.push({ entry: pooled, settle: resolve }) })
     }
-    pooled.ready = new Promise((resolve) => { this.#queue.push({ entry: pooled, settle: resolve }) })
-    this.#pump()
+    // Past the pool's share of descriptors, this one is looked up by name when it is taken (or zeroed, if queued).
+    if (pooled.fd !== undefined && this.#heldFds > MAX_HELD_FDS) { close(pooled.fd); pooled.fd = undefined; this.#heldFds-- }
+    if (!inline) this.#pump()
   }
 
   /**
