@@ -156,11 +156,15 @@ export class Journal {
   /**
    * Rewrites the log as one snapshot (write, then rename: a crash leaves one or the other). On a full /dev/shm
    * this fails, and the log goes on growing until there is room: nothing is lost either way.
+   *
+   * Lines still waiting for their group write go into the new file after the snapshot, and their callers are told
+   * they are written. The snapshot is the state before those lines (a pending create's records are not live yet, a
+   * pending release's names are in limbo already), so snapshot and lines replay to the state after them. Waiting
+   * for a turn without pending lines instead starved compaction under sustained load: 22 MiB of journal in 15 s at
+   * 256 connections.
    */
   compact (): boolean {
     if (this.#closed || this.#state === undefined) return false
-    // A line still waiting for its group write announces a step not taken yet: the snapshot would lose it.
-    if (this.#batch.length > 0) { this.#scheduleCompaction(); return false }
     const ops: Op[] = [...this.#state.owners()].map(([namespace, owner]) => ({ op: 'own', namespace, owner }))
     let chunk: SegmentRecord[] = []
     for (const r of this.#state.records()) {
@@ -170,20 +174,29 @@ export class Journal {
     if (chunk.length > 0) ops.push({ op: 'create', records: chunk.map(store) })
     const limbo: StoredLimbo[] = [...this.limbo].map(([name, id]) => id === null ? { names: [name] } : { names: [name], ino: id.ino.toString(), dev: id.dev.toString(), ...(id.uid === undefined ? {} : { uid: id.uid }) })
     for (let i = 0; i < limbo.length; i += SNAPSHOT_CHUNK) ops.push({ op: 'limbo', entries: limbo.slice(i, i + SNAPSHOT_CHUNK) })
+    const pending = this.#batch
+    const waiting = this.#waiting
     this.dir.unlink(TMP)
     let fd: number | undefined
     try {
       fd = this.dir.openFile(TMP, 'create')
       let bytes = 0
       for (const op of ops) bytes += writeAll(fd, JSON.stringify(op) + '\n')
+      const snapshot = bytes
+      if (pending.length > 0) bytes += writeAll(fd, pending.join('\n') + '\n')
       fsyncSync(fd)
       closeSync(fd)
       fd = undefined
       this.dir.rename(TMP, FILE)
       closeSync(this.#fd)
       this.#fd = this.dir.openFile(FILE, 'append')
-      this.#bytes = this.#snapshotBytes = bytes
+      this.#bytes = bytes
+      this.#snapshotBytes = snapshot
       this.#torn = false
+      // Written with the snapshot: the group write finds nothing left to do.
+      this.#batch = []
+      this.#waiting = []
+      for (const w of waiting) w.resolve()
       return true
     } catch (err) {
       if (fd !== undefined) closeSync(fd)
