@@ -22,9 +22,12 @@ function threadsCpuUs (pid) {
 
 const body = (namespace) => ({ namespace, tensors: Object.fromEntries(Array.from({ length: TENSORS }, (_, k) => [`t${k}`, { shape: [SIZE], dtype: 'uint8' }])) })
 
-// Warm-up: 50 requests (3200 tensors). Measured per block of 30 in a fresh service, the first 60 cost 10-30% more
-// than the rest (JIT tiers still compiling the create path); the bare app gets the same warm-up.
-async function perTensor (svc, { iters, warmup, namespace, expectDelete = 200 }) {
+// Warm-up: 100 requests (6400 tensors). Measured per block of 30 in a fresh service, the first 90 cost 10-50% more
+// than the rest (JIT tiers still compiling the create path); the bare app gets the same warm-up. `gapMs`: idle time
+// after each release, 5 ms for the target, so that nothing a release left behind runs in the next create's window
+// (nothing does since small files are zeroed before the release answers: measured 0 µs in the gap); back to back
+// for information, which gives the same figure once warm.
+async function perTensor (svc, { iters, warmup, namespace, expectDelete = 200, gapMs = 5 }) {
   const samples = []
   for (let i = 0; i < warmup + iters; i++) {
     const ns = namespace(i)
@@ -34,20 +37,20 @@ async function perTensor (svc, { iters, warmup, namespace, expectDelete = 200 })
     if (i >= warmup) samples.push((after - before) / TENSORS)
     const res = await request(svc.port, 'DELETE', `/v1/segments?namespace=${ns}`)
     if (res.status !== expectDelete) throw new Error(`DELETE namespace: ${res.status}`)
-    // Released files are zeroed for the pool right after the answer: that work belongs to the release, not the next create.
-    await sleep(5)
+    if (gapMs > 0) await sleep(gapMs)
   }
   return { median: median(samples), p90: [...samples].sort((a, b) => a - b)[Math.floor(samples.length * 0.9)] }
 }
 
-export async function runBatch ({ iters = 100, warmup = 50 } = {}) {
+export async function runBatch ({ iters = 100, warmup = 100 } = {}) {
   const floor = await runJson(process.execPath, [join(BENCH_DIR, 'lib/floor.mjs'), JSON.stringify({ prefix: `${RUN_PREFIX}floor_`, n: 512, blocks: 9, size: SIZE })])
   const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'batch', defaultStateDir: true })
   try {
     const f = await perTensor(svc, { iters, warmup, namespace: (i) => `batch${i}/x` })
+    const backToBack = await perTensor(svc, { iters, warmup: 0, namespace: (i) => `next${i}/x`, gapMs: 0 })
     const p = await perTensor(svc, { iters, warmup, namespace: (i) => `batch/${i}` })
     const bare = await bareHttp({ iters, warmup })
-    return { floor, fresh: f, pooled: p, bare, ratioFresh: f.median / floor.freshCreate, ratioPooled: p.median / floor.pooledCreate, tensors: TENSORS, size: SIZE }
+    return { floor, fresh: f, backToBack, pooled: p, bare: bare.gap, bareBackToBack: bare.backToBack, ratioFresh: f.median / floor.freshCreate, ratioPooled: p.median / floor.pooledCreate, tensors: TENSORS, size: SIZE }
   } finally {
     await svc.stop()
   }
@@ -58,7 +61,9 @@ async function bareHttp ({ iters, warmup }) {
   const bare = await startServer('bare-segments.mjs')
   try {
     // The bare app's DELETE of a namespace matches no route: 404, and nothing to release.
-    return await perTensor(bare, { iters, warmup, namespace: (i) => `batch${i}/x`, expectDelete: 404 })
+    const gap = await perTensor(bare, { iters, warmup, namespace: (i) => `batch${i}/x`, expectDelete: 404 })
+    const backToBack = await perTensor(bare, { iters, warmup: 0, namespace: (i) => `next${i}/x`, expectDelete: 404, gapMs: 0 })
+    return { gap, backToBack }
   } finally {
     await bare.stop()
   }

@@ -60,7 +60,7 @@ async function kernelInSitu ({ duration, warmup }) {
   return { usPerPair: Object.values(perPair).reduce((n, v) => n + v.us, 0), perPair, pairsPerSec: r.itersPerSec }
 }
 
-export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, batch = { iters: 100, warmup: 50 }, log = () => {} } = {}) {
+export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, batch = { iters: 100, warmup: 100 }, log = () => {} } = {}) {
   const svc = await startService({ TENSORSHM_LOG_LEVEL: 'info' }, { label: 'control', defaultStateDir: true })
   const bare = await startServer('bare-segments.mjs')
   const runs = { service: [], bare: [] }
@@ -89,7 +89,7 @@ export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, ba
   const inSitu = await kernelInSitu({ duration, warmup })
   log(`  in the service under this load: ${inSitu.usPerPair.toFixed(1)} µs per pair in libc calls and zeroing (${Object.entries(inSitu.perPair).filter(([, v]) => v.calls >= 0.01).map(([k, v]) => `${k} ${v.calls.toFixed(2)}x ${v.us.toFixed(1)} µs`).join(', ')})`)
   const many = await runBatch(batch)
-  log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor ${many.floor.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.floor.pooledCreate.toFixed(1)}); the bare app answering the same request ${many.bare.median.toFixed(1)} µs per tensor`)
+  log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor ${many.floor.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.floor.pooledCreate.toFixed(1)}); the bare app answering the same request ${many.bare.median.toFixed(1)} µs per tensor; back to back ${many.backToBack.median.toFixed(1)} µs (bare ${many.bareBackToBack.median.toFixed(1)})`)
   return {
     service: summary(runs.service),
     bare: summary(runs.bare),
