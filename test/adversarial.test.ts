@@ -259,3 +259,54 @@ t.test('SIGKILL under a create/release load, again and again: every journaled se
   t.equal(await stop(last), 0)
   t.same(box.files(prefix), [], 'and a graceful stop releases them all')
 })
+
+// As the segments' owner (TENSORSHM_SEGMENT_OWNER), mallory may rename them in the sticky /dev/shm: it exchanges a
+// released segment's name with a file of its own in a loop, so that the name holds the decoy at the moment of the
+// service's rename. Whatever the rename then moves must be the recorded inode, or it goes back and nothing is kept.
+const SWAPPER = `import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+for line in sys.stdin:
+    name, decoy, ms = line.split()
+    with open('/dev/shm/' + decoy, 'wb') as f:
+        f.write(b'F' * 4096)
+        ino = os.fstat(f.fileno()).st_ino
+    a, b = ('/dev/shm/' + name).encode(), ('/dev/shm/' + decoy).encode()
+    end = time.monotonic() + int(ms) / 1000
+    print('go', ino, flush=True)
+    while time.monotonic() < end: libc.renameat2(-100, a, -100, b, 2)
+    print('done', flush=True)
+`
+
+t.test('an owner that swaps a released segment\'s name for a file of its own in a loop never gets that file into the pool', { skip }, async (t) => {
+  const box = await sandbox(t)
+  const mallory = localUser(t)
+  const s = await start(t, box, { TENSORSHM_SEGMENT_OWNER: `${mallory.uid}:${mallory.gid}` })
+  const [bin, ...args] = box.argv(['python3', '-c', SWAPPER], mallory.name)
+  const swapper = spawn(bin as string, args, { stdio: ['pipe', 'pipe', 'inherit'], detached: true })
+  t.teardown(() => { try { process.kill(-(swapper.pid ?? 0), 'SIGKILL') } catch {} })
+  let said = ''
+  swapper.stdout.on('data', (d: Buffer) => { said += d.toString() })
+  const heard = async (word: string, count: number) => { await poll(`the swapper to say ${word}`, async () => { if (said.split(word).length - 1 < count) throw new Error(said) }, { timeoutMs: 10_000, intervalMs: 2 }) }
+  const inodeAt = (name: string): number | undefined => { try { return statSync(`${box.shm}/${name}`).ino } catch { return undefined } }
+  const ROUNDS = 40
+  let moved = 0
+  let handedOut = 0
+  for (let i = 0; i < ROUNDS; i++) {
+    const name = (await create(s, `race/a${i}`, { x: { shape: [4096], dtype: 'uint8' } })).x?.name ?? ''
+    swapper.stdin.write(`${name} decoy-${i} 40\n`)
+    await heard('go', i + 1)
+    // Its inode as the swapper made it, before the first exchange.
+    const decoy = Number(said.trim().split('\n').filter((l) => l.startsWith('go ')).at(-1)?.slice(3))
+    const released = await api(s.url, 'DELETE', `/v1/segments/${name}`)
+    await heard('done', i + 1)
+    if (released.status !== 204) t.fail(`round ${i}: release answered ${released.status}`)
+    // The decoy is where mallory put it (its own name or the segment's), never under a name the service gave it.
+    if (box.files(prefix).some((f) => f !== name && inodeAt(f) === decoy)) moved++
+    const next = (await create(s, `race/b${i}`, { x: { shape: [4096], dtype: 'uint8' } })).x?.name ?? ''
+    if (inodeAt(next) === decoy) handedOut++
+    await api(s.url, 'DELETE', `/v1/segments/${next}`)
+  }
+  t.equal(moved, 0, `in ${ROUNDS} raced releases, the decoy never stayed under a pool name`)
+  t.equal(handedOut, 0, 'and the pool never handed it out as a new segment')
+  t.equal(await stop(s), 0)
+})
