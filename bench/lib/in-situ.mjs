@@ -42,10 +42,10 @@ export function inSituBuild () {
   if (wrapped < 8) throw new Error(`in-situ: only ${wrapped} libc functions found to time in ${libc}`)
   writeFileSync(libc, text + COUNTERS)
   const io = join(dir, 'dist/native/io.js')
-  const before = readFileSync(io, 'utf8')
-  const after = before.replace(/^export function zeroSync\(/m, 'function zeroSyncUntimed(') + "\nimport { __timed } from './libc.js';\nexport const zeroSync = __timed('zero', zeroSyncUntimed);\n"
-  if (after === before + "\nimport { __timed } from './libc.js';\nexport const zeroSync = __timed('zero', zeroSyncUntimed);\n") throw new Error('in-situ: zeroSync not found in native/io.js')
-  writeFileSync(io, after)
+  const source = readFileSync(io, 'utf8')
+  const zeroSync = /^export function zeroSync\(/m
+  if (!zeroSync.test(source)) throw new Error('in-situ: zeroSync not found in native/io.js')
+  writeFileSync(io, source.replace(zeroSync, 'function zeroSyncUntimed(') + "\nimport { __timed } from './libc.js';\nexport const zeroSync = __timed('zero', zeroSyncUntimed);\n")
   return join(dir, 'dist/src/server.js')
 }
 

@@ -99,10 +99,11 @@ export class SegmentPool {
     // A small file that came with its fd, and nothing queued before it: zeroed now through that fd (a few µs), without
     // the queue's promises, and before the pool's share of descriptors is looked at: one that has to give its fd up
     // is not opened again by name later just to be zeroed (a mass release of fresh namespaces did that for nearly all).
-    const inline = pooled.fd !== undefined && zeroesInline(pooled.size) && this.#queue.length === 0
+    const { fd } = pooled
+    const inline = fd !== undefined && zeroesInline(pooled.size) && this.#queue.length === 0
     if (inline) {
       try {
-        zeroSync(pooled.fd as number, pooled.size)
+        zeroSync(fd, pooled.size)
       } catch (err) {
         this.log.warn({ err, segment: pooled.name }, 'could not zero a pooled segment')
         this.#drop(pooled)
