@@ -17,7 +17,7 @@ export interface Created extends shm.Identity {
   name: string
   size: number
   /** With `keepOpen`: the file, open read-write. */
-  fd?: number
+  fd?: number | undefined
 }
 
 /**
@@ -33,7 +33,8 @@ export function createSegment (name: string, opts: CreateOptions): Created | Pro
     if ((st.mode & 0o7777) !== (opts.mode & 0o7777)) shm.chmod(fd, opts.mode)
     if (opts.owner !== undefined) shm.chown(fd, opts.owner.uid, opts.owner.gid)
     shm.truncate(fd, opts.size)
-    made = { name, size: opts.size, ino: st.ino, dev: st.dev }
+    // One object of one shape, fd included: the create of a many-tensor request makes one per tensor.
+    made = { name, size: opts.size, ino: st.ino, dev: st.dev, fd: undefined }
     if (opts.reserve && !shm.reservesInline(opts.size)) return reserveLater(made, fd, opts.keepOpen === true)
     if (opts.reserve) shm.reserveNow(fd, opts.size)
   } catch (err) {
@@ -58,8 +59,8 @@ function abandon (name: string, fd: number): void {
 }
 
 function handOver (made: Created, fd: number, keepOpen: boolean): Created {
-  if (keepOpen) return { ...made, fd }
-  shm.close(fd)
+  if (keepOpen) made.fd = fd
+  else shm.close(fd)
   return made
 }
 

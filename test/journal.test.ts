@@ -1,7 +1,9 @@
 import t from 'tap'
+import fc from 'fast-check'
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseDtype } from '../src/codecs/dtype.js'
+import { DTYPE_NAMES, parseDtype, type Dtype } from '../src/codecs/dtype.js'
+import { createLine, store } from '../src/journal/format.js'
 import { Journal } from '../src/journal/journal.js'
 import { StateDir } from '../src/journal/state-dir.js'
 import { newSegmentName } from '../src/segments/names.js'
@@ -76,3 +78,41 @@ t.test('under load that leaves a line waiting at every turn, the journal still c
 })
 
 checkNoLeftovers(t, prefix)
+
+t.test('a create line is byte for byte what JSON.stringify writes for the stored records', async (t) => {
+  const dtypes = DTYPE_NAMES.map((n) => parseDtype(n) as Dtype)
+  const int = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER })
+  // Whatever strings, not only the ones validation lets through: escaping must agree for any of them.
+  const text = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constantFrom('a/b', '"q"', '\\', '\u2028', '\ud800', '__proto__'))
+  // Tails from small sets as well, so that the records of one line often differ in a single shared field.
+  const few = fc.oneof({ arbitrary: fc.constantFrom(0, 1), weight: 4 }, { arbitrary: int, weight: 1 })
+  const tail = fc.record({
+    createdAt: few,
+    ttl: fc.oneof({ arbitrary: fc.constantFrom(0, 1), weight: 4 }, { arbitrary: fc.integer({ min: 0, max: 365 * 24 * 3600 }), weight: 1 }),
+    expiresAt: fc.option(few, { freq: 2 }),
+    owner: fc.option(fc.oneof({ arbitrary: fc.constantFrom('uid:0', 'key-a'), weight: 4 }, { arbitrary: text, weight: 1 }), { freq: 2 }),
+    file: fc.option(fc.record({ uid: fc.nat(), gid: fc.nat(), mode: fc.nat(0o7777) }), { nil: undefined, freq: 2 }),
+    boundTo: fc.option(fc.record({ pid: fc.nat(), start: int }), { nil: undefined, freq: 2 })
+  })
+  const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })
+  const records = fc.array(tail, { minLength: 1, maxLength: 4 }).chain((tails) => fc.array(fc.record({
+    name: text,
+    namespace: fc.oneof(text, fc.constant('shared/ns')),
+    key: text,
+    index: fc.option(fc.nat()),
+    shape: fc.array(fc.nat(), { maxLength: 4 }),
+    dtype: fc.constantFrom(...dtypes),
+    nbytes: int,
+    size: int,
+    ino: u64,
+    dev: u64,
+    tail: fc.constantFrom(...tails)
+  }), { maxLength: 8 }))
+  fc.assert(fc.property(records, (drawn) => {
+    const rs: SegmentRecord[] = drawn.map(({ tail: { file, boundTo, ...shared }, ...r }) => ({
+      ...r, ...shared, ...(file === undefined ? {} : { file }), ...(boundTo === undefined ? {} : { boundTo })
+    }))
+    return createLine(rs) === JSON.stringify({ op: 'create', records: rs.map(store) })
+  }), { numRuns: 2000 })
+  t.pass('2000 random creates agree')
+})

@@ -23,16 +23,28 @@ export const toInfo = (r: SegmentRecord): Info => ({
 export const isoOrNull = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
 
 /** The earliest expiry among records, or null when none expires. */
-export function earliest (records: SegmentRecord[]): string | null {
-  const times = records.map((r) => r.expiresAt).filter((t): t is number => t !== null)
-  return times.length === 0 ? null : isoOrNull(Math.min(...times))
+export function earliest (records: Iterable<SegmentRecord>): string | null {
+  let first = Infinity
+  for (const r of records) if (r.expiresAt !== null && r.expiresAt < first) first = r.expiresAt
+  return first === Infinity ? null : isoOrNull(first)
 }
 
+type Descriptors = Static<typeof CreateSegmentsReplySchema>['segments']
+
 export function toCreateReply (result: CreateResult): Static<typeof CreateSegmentsReplySchema> {
-  const segments = [...result.segments].map(([key, value]) => [key, Array.isArray(value) ? value.map(toDescriptor) : toDescriptor(value)] as const)
-  const all = [...result.segments.values()].flat()
-  // fromEntries defines own properties, so a key such as `__proto__` stays a key.
-  return { namespace: result.namespace, expires_at: earliest(all), segments: Object.fromEntries(segments) }
+  // No prototype: a client's key such as `__proto__` is assigned as an own key like any other.
+  const segments: Descriptors = Object.create(null)
+  let first = Infinity
+  for (const [key, value] of result.segments) {
+    if (Array.isArray(value)) {
+      segments[key] = value.map(toDescriptor)
+      for (const r of value) if (r.expiresAt !== null && r.expiresAt < first) first = r.expiresAt
+    } else {
+      segments[key] = toDescriptor(value)
+      if (value.expiresAt !== null && value.expiresAt < first) first = value.expiresAt
+    }
+  }
+  return { namespace: result.namespace, expires_at: first === Infinity ? null : isoOrNull(first), segments }
 }
 
 /**

@@ -31,7 +31,42 @@ export type Op =
 /** A released record's file as recovery must find it: its inode, and its owner when a local caller's. */
 export const ownedBy = (r: SegmentRecord): Identity => r.file === undefined ? { ino: r.ino, dev: r.dev } : { ino: r.ino, dev: r.dev, uid: r.file.uid }
 
-export const store = (r: SegmentRecord): Stored => ({ ...r, dtype: r.dtype.name, ino: r.ino.toString(), dev: r.dev.toString() })
+/** Spelled out, not spread (a spread of a record costs about a microsecond, once per tensor); the fields in record order. */
+export function store (r: SegmentRecord): Stored {
+  const s: Stored = { name: r.name, namespace: r.namespace, key: r.key, index: r.index, shape: r.shape, dtype: r.dtype.name, nbytes: r.nbytes, size: r.size, ino: r.ino.toString(), dev: r.dev.toString(), createdAt: r.createdAt, ttl: r.ttl, expiresAt: r.expiresAt, owner: r.owner }
+  if (r.file !== undefined) s.file = r.file
+  if (r.boundTo !== undefined) s.boundTo = r.boundTo
+  return s
+}
+
+const json = JSON.stringify
+
+/** The fields after `dev`, which the records of one create share: written once per line, not once per record. */
+const tailOf = (r: SegmentRecord): string =>
+  `"createdAt":${r.createdAt},"ttl":${r.ttl},"expiresAt":${r.expiresAt},"owner":${json(r.owner)}` +
+  (r.file === undefined ? '' : `,"file":${json(r.file)}`) + (r.boundTo === undefined ? '' : `,"boundTo":${json(r.boundTo)}`) + '}'
+
+const sameTail = (a: SegmentRecord, b: SegmentRecord): boolean =>
+  a.createdAt === b.createdAt && a.ttl === b.ttl && a.expiresAt === b.expiresAt && a.owner === b.owner && a.file === b.file && a.boundTo === b.boundTo
+
+/**
+ * The create op's line, byte for byte what `JSON.stringify({ op: 'create', records: records.map(store) })` writes
+ * (a test holds it to that), at about half the cost: what the records of one create share is serialised once.
+ */
+export function createLine (records: SegmentRecord[]): string {
+  let out = '{"op":"create","records":['
+  let namespace = ''
+  let namespaceJson = ''
+  let tailFrom: SegmentRecord | undefined
+  let tail = ''
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as SegmentRecord
+    if (i === 0 || r.namespace !== namespace) { namespace = r.namespace; namespaceJson = json(namespace) }
+    if (tailFrom === undefined || !sameTail(r, tailFrom)) { tailFrom = r; tail = tailOf(r) }
+    out += `${i === 0 ? '' : ','}{"name":${json(r.name)},"namespace":${namespaceJson},"key":${json(r.key)},"index":${r.index},"shape":[${r.shape.join(',')}],"dtype":${json(r.dtype.name)},"nbytes":${r.nbytes},"size":${r.size},"ino":"${r.ino}","dev":"${r.dev}",${tail}`
+  }
+  return out + ']}'
+}
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0

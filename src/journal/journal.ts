@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, fsyncSync, readSync, writeSync } from 'node:fs'
 import type { Identity } from '../../native/shm.js'
-import { ownedBy, store, type Op, type StoredLimbo } from './format.js'
+import { createLine, ownedBy, type Op, type StoredLimbo } from './format.js'
 import { Replay, type Replayed } from './replay.js'
 import type { SegmentRecord } from '../segments/registry.js'
 import type { StateDir } from './state-dir.js'
@@ -97,7 +97,7 @@ export class Journal {
 
   /** Resolves once the records are written (with the rest of this event-loop turn's lines): the client hears of them after. */
   created (records: SegmentRecord[]): Promise<void> {
-    const written = this.#appendLater({ op: 'create', records: records.map(store) })
+    const written = this.#appendLater(createLine(records))
     for (const r of records) this.limbo.delete(r.name)
     return written
   }
@@ -109,7 +109,7 @@ export class Journal {
 
   /** The same, written with the rest of this event-loop turn's lines: touch the files once it resolves. */
   releasedLater (records: SegmentRecord[], moves: Map<string, string>): Promise<void> {
-    return this.#appendLater(this.#releasing(records, moves))
+    return this.#appendLater(JSON.stringify(this.#releasing(records, moves)))
   }
 
   #releasing (records: SegmentRecord[], moves: Map<string, string>): Op {
@@ -165,15 +165,15 @@ export class Journal {
    */
   compact (): boolean {
     if (this.#closed || this.#state === undefined) return false
-    const ops: Op[] = [...this.#state.owners()].map(([namespace, owner]) => ({ op: 'own', namespace, owner }))
+    const lines: string[] = [...this.#state.owners()].map(([namespace, owner]) => JSON.stringify({ op: 'own', namespace, owner } satisfies Op))
     let chunk: SegmentRecord[] = []
     for (const r of this.#state.records()) {
       chunk.push(r)
-      if (chunk.length === SNAPSHOT_CHUNK) { ops.push({ op: 'create', records: chunk.map(store) }); chunk = [] }
+      if (chunk.length === SNAPSHOT_CHUNK) { lines.push(createLine(chunk)); chunk = [] }
     }
-    if (chunk.length > 0) ops.push({ op: 'create', records: chunk.map(store) })
+    if (chunk.length > 0) lines.push(createLine(chunk))
     const limbo: StoredLimbo[] = [...this.limbo].map(([name, id]) => id === null ? { names: [name] } : { names: [name], ino: id.ino.toString(), dev: id.dev.toString(), ...(id.uid === undefined ? {} : { uid: id.uid }) })
-    for (let i = 0; i < limbo.length; i += SNAPSHOT_CHUNK) ops.push({ op: 'limbo', entries: limbo.slice(i, i + SNAPSHOT_CHUNK) })
+    for (let i = 0; i < limbo.length; i += SNAPSHOT_CHUNK) lines.push(JSON.stringify({ op: 'limbo', entries: limbo.slice(i, i + SNAPSHOT_CHUNK) } satisfies Op))
     const pending = this.#batch
     const waiting = this.#waiting
     this.dir.unlink(TMP)
@@ -181,7 +181,7 @@ export class Journal {
     try {
       fd = this.dir.openFile(TMP, 'create')
       let bytes = 0
-      for (const op of ops) bytes += writeAll(fd, JSON.stringify(op) + '\n')
+      for (const line of lines) bytes += writeAll(fd, line + '\n')
       const snapshot = bytes
       if (pending.length > 0) bytes += writeAll(fd, pending.join('\n') + '\n')
       fsyncSync(fd)
@@ -232,11 +232,12 @@ export class Journal {
   /**
    * Group commit: lines from one event-loop turn go out in one write, after the turn. Callers wait for it before
    * the step the line announces, and before they answer, so nothing a client was told can be lost to a SIGKILL.
-   * Not async, nor are the layers that pass this promise on: one promise per line, not one per layer.
+   * Not async, nor are the layers that pass this promise on: one promise per line, not one per layer. `line`: an
+   * op as JSON, one line.
    */
-  #appendLater (op: Op): Promise<void> {
+  #appendLater (line: string): Promise<void> {
     if (this.#closed) return Promise.resolve()
-    this.#batch.push(JSON.stringify(op))
+    this.#batch.push(line)
     const written = new Promise<void>((resolve, reject) => { this.#waiting.push({ resolve, reject }) })
     if (!this.#flushScheduled) {
       this.#flushScheduled = true

@@ -58,9 +58,18 @@ export class Allocator {
         const taking = extra.file === undefined ? this.pool.take(owner, namespace, p.size) : undefined
         kept.push(this.#checked(taking instanceof Promise ? await taking : taking, p.size))
       }
-      const fresh = planned.flatMap((_, i) => kept[i] === undefined ? [i] : [])
-      if (fresh.length > 0) this.files.intend(fresh.map((i) => names[i] as string))
-      for (const [i, item] of planned.entries()) {
+      const fresh: string[] = []
+      let freshPages = 0
+      for (let i = 0; i < planned.length; i++) {
+        if (kept[i] !== undefined) continue
+        fresh.push(names[i] as string)
+        freshPages += pagesOf((planned[i] as Planned).size, this.pageSize)
+      }
+      if (fresh.length > 0) this.files.intend(fresh)
+      // One clock reading for the whole create: its records share a creation time and an expiry.
+      const createdAt = Date.now()
+      for (let i = 0; i < planned.length; i++) {
+        const item = planned[i] as Planned
         let id: Identity | undefined = kept[i]
         if (id === undefined) {
           const fresh = this.#fresh(names, i, item.size, extra.file)
@@ -69,18 +78,19 @@ export class Allocator {
           if (created.fd !== undefined) this.held.keep(created.name, created.fd)
           id = created
         }
-        made.push(record(names[i] as string, namespace, item, id, ttl, owner, extra))
+        made.push(record(names[i] as string, namespace, item, id, createdAt, ttl, owner, extra))
       }
       await this.files.created(made)
       journaled = true
-      for (const [i, from] of kept.entries()) {
+      for (let i = 0; i < kept.length; i++) {
+        const from = kept[i]
         if (from === undefined) continue
         this.files.rename(from.name, names[i] as string)
         kept[i] = undefined
         if (from.fd !== undefined) this.held.keep(names[i] as string, from.fd)
         this.files.settled([from.name])
       }
-      this.#freeCache -= fresh.reduce((n, i) => n + pagesOf((planned[i] as Planned).size, this.pageSize), 0)
+      this.#freeCache -= freshPages
       return made
     } catch (err) {
       for (const from of kept) if (from !== undefined) { if (from.fd !== undefined) close(from.fd); this.files.discard(from.name, from, from.size) }
@@ -165,8 +175,7 @@ function inspectStat (name: string, expected: Expected): Stat | undefined {
   return found.kind === 'ours' ? found.stat : undefined
 }
 
-function record (name: string, namespace: string, { key, index, spec, size }: Planned, id: Identity, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'>): SegmentRecord {
-  const createdAt = Date.now()
+function record (name: string, namespace: string, { key, index, spec, size }: Planned, id: Identity, createdAt: number, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'>): SegmentRecord {
   const r: SegmentRecord = { name, namespace, key, index, shape: spec.shape, dtype: spec.dtype, nbytes: spec.nbytes, size, ino: id.ino, dev: id.dev, createdAt, ttl, expiresAt: expiry(createdAt, ttl), owner }
   if (extra.file !== undefined) r.file = extra.file
   if (extra.boundTo !== undefined) r.boundTo = extra.boundTo

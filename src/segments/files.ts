@@ -54,8 +54,10 @@ export class SegmentFiles {
    * With `keepOpen`, its fd comes back open (see HeldFds). A promise only when its pages are reserved off the loop.
    */
   create (name: string, size: number, { access, keepOpen = false }: { access?: FileAccess | undefined, keepOpen?: boolean } = {}): Created | Promise<Created> {
-    if (access === undefined) return createSegment(name, { ...this.options, size, keepOpen })
-    const made = createSegment(name, { ...this.options, size, keepOpen, mode: access.mode, owner: { uid: access.uid, gid: access.gid } })
+    const { mode, owner, reserve } = this.options
+    // Spelled out, not spread: a literal of one shape per tensor.
+    if (access === undefined) return createSegment(name, { size, mode, owner, reserve, keepOpen })
+    const made = createSegment(name, { size, mode: access.mode, owner: { uid: access.uid, gid: access.gid }, reserve, keepOpen })
     const given = (m: Created): Created => ({ ...m, uid: access.uid })
     return made instanceof Promise ? made.then(given) : given(made)
   }

@@ -39,6 +39,8 @@ export class SegmentRegistry {
   readonly #byName = new Map<string, SegmentRecord>()
   readonly #byNamespace = new Map<string, Map<string, SegmentRecord[]>>()
   readonly #perRoot = new Map<string, number>()
+  /** The last namespace and owner looked up, and their root key: a create or release of many tensors asks once. */
+  #last = { namespace: '', owner: null as string | null, key: '' }
   #bytes = 0
   #pages = 0
 
@@ -84,7 +86,7 @@ export class SegmentRegistry {
       list.push(record)
       list.sort((a, b) => (a.index ?? 0) - (b.index ?? 0))
     }
-    const root = rootKey(namespaceRoot(record.namespace), record.owner)
+    const root = this.#rootKeyOf(record)
     this.#perRoot.set(root, (this.#perRoot.get(root) ?? 0) + 1)
     this.#bytes += record.size
     this.#pages += pagesOf(record.size, this.pageSize)
@@ -103,11 +105,17 @@ export class SegmentRegistry {
     if (list !== undefined && at >= 0) list.splice(at, 1)
     if (list !== undefined && list.length === 0) keys?.delete(record.key)
     if (keys?.size === 0) this.#byNamespace.delete(record.namespace)
-    const root = rootKey(namespaceRoot(record.namespace), record.owner)
+    const root = this.#rootKeyOf(record)
     const left = (this.#perRoot.get(root) ?? 1) - 1
     if (left === 0) this.#perRoot.delete(root)
     else this.#perRoot.set(root, left)
     return record
+  }
+
+  #rootKeyOf ({ namespace, owner }: SegmentRecord): string {
+    const last = this.#last
+    if (last.key === '' || last.namespace !== namespace || last.owner !== owner) this.#last = { namespace, owner, key: rootKey(namespaceRoot(namespace), owner) }
+    return this.#last.key
   }
 
   /** Records in `prefix` and its sub-namespaces (on `/` boundaries), or all of them without a prefix. */

@@ -67,8 +67,8 @@ export class SegmentService extends EventEmitter<Events> {
   /** Pidfds held by creates in flight, not yet watched; with the watched ones, at most #maxBound. */
   #binding = 0
   readonly #maxBound: number
-  /** namespace\0key pairs being created right now, so two requests cannot both take a key. */
-  readonly #pending = new Set<string>()
+  /** Keys being created right now, by namespace, so two requests cannot both take a key. */
+  readonly #pending = new Map<string, Set<string>>()
   readonly #allocator: Allocator
   readonly #releaser: Releaser
   readonly #held = new HeldFds()
@@ -150,17 +150,19 @@ export class SegmentService extends EventEmitter<Events> {
       throw err
     }
     const keys = Object.keys(request.tensors)
-    const pending = keys.map((key) => `${namespace}\0${key}`)
+    let pending = this.#pending.get(namespace)
     let made: SegmentRecord[] = []
     let reserved = false
     try {
       const planned = plan(request, this.config.maxSegmentBytes)
-      for (let i = 0; i < keys.length; i++) {
-        if (this.#registry.hasKey(namespace, keys[i] as string) || this.#pending.has(pending[i] as string)) {
-          throw new errors.DuplicateKey(`tensors.${keys[i] as string}: the key is already registered in namespace "${namespace}"`)
+      for (const key of keys) {
+        if (this.#registry.hasKey(namespace, key) || pending?.has(key) === true) {
+          throw new errors.DuplicateKey(`tensors.${key}: the key is already registered in namespace "${namespace}"`)
         }
       }
-      for (const p of pending) this.#pending.add(p)
+      // Checked and taken in one turn: a create of the same namespace in flight shares this set.
+      if (pending === undefined) this.#pending.set(namespace, pending = new Set())
+      for (const key of keys) pending.add(key)
       reserved = true
       made = await this.#allocator.allocate(planned, namespace, request.ttl_seconds ?? this.config.defaultTtl, owner, { file, boundTo: binding?.ref })
       for (const r of made) this.#registry.add(r)
@@ -175,7 +177,10 @@ export class SegmentService extends EventEmitter<Events> {
       throw err
     } finally {
       if (binding !== undefined) this.#binding--
-      if (reserved) for (const p of pending) this.#pending.delete(p)
+      if (reserved && pending !== undefined) {
+        for (const key of keys) pending.delete(key)
+        if (pending.size === 0) this.#pending.delete(namespace)
+      }
       this.#owners.settle(namespace, owner)
     }
     this.emit('created', made)
