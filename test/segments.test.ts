@@ -137,6 +137,24 @@ t.test('releasing a namespace works on / boundaries', async (t) => {
   t.equal(shmFiles(prefix).length, app.segments.figures().pool.segments, 'what remains is kept for reuse, and counted')
 })
 
+t.test('creates in flight in one namespace: a key taken by one is a 409 for the other, other keys go ahead', async (t) => {
+  const app = await build(t, env)
+  const create = (tensors: object) => app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace: 'inflight', tensors } })
+  const spec = { shape: [4], dtype: 'uint8' }
+  // All three are in flight together: each waits for the journal's write, after the turn that checked its keys.
+  const [first, second, third] = await Promise.all([create({ a: spec, b: spec }), create({ c: spec, a: spec }), create({ d: spec })])
+  t.same([first?.statusCode, second?.statusCode, third?.statusCode], [201, 409, 201])
+  t.same(second?.json(), { statusCode: 409, code: 'TSHM_DUPLICATE_KEY', error: 'Conflict', message: 'tensors.a: the key is already registered in namespace "inflight"' })
+  const listed = () => app.inject({ url: '/v1/segments?namespace=inflight' }).then((r) => r.json().segments.map((s: { key: string }) => s.key).sort())
+  t.same(await listed(), ['a', 'b', 'd'], 'the refused create made nothing, not even its free key')
+  // Nothing stays reserved once they are done: the refused key is free, and a released one can be taken again.
+  t.equal((await create({ c: spec })).statusCode, 201)
+  t.equal((await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=inflight' })).statusCode, 200)
+  t.equal((await create({ a: spec })).statusCode, 201)
+  t.same(await listed(), ['a'])
+  t.equal((await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=inflight' })).statusCode, 200)
+})
+
 t.test('duplicates, unknown and malformed names', async (t) => {
   const app = await build(t, env)
   const create = (tensors: object) => app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace: 'dup', tensors } })
