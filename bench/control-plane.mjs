@@ -89,7 +89,7 @@ export async function runControlPlane ({ reps = 4, duration = 10, warmup = 2, ba
   const inSitu = await kernelInSitu({ duration, warmup })
   log(`  in the service under this load: ${inSitu.usPerPair.toFixed(1)} µs per pair in libc calls and zeroing (${Object.entries(inSitu.perPair).filter(([, v]) => v.calls >= 0.01).map(([k, v]) => `${k} ${v.calls.toFixed(2)}x ${v.us.toFixed(1)} µs`).join(', ')})`)
   const many = await runBatch(batch)
-  log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor ${many.floor.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.floor.pooledCreate.toFixed(1)}); the bare app answering the same request ${many.bare.median.toFixed(1)} µs per tensor; back to back ${many.backToBack.median.toFixed(1)} µs (bare ${many.bareBackToBack.median.toFixed(1)})`)
+  log(`  64 tensors in one request: ${many.fresh.median.toFixed(1)} µs per fresh tensor (floor between the requests ${many.fresh.floor.toFixed(1)}, in a hot loop of its own ${many.hotLoop.freshCreate.toFixed(1)}), ${many.pooled.median.toFixed(1)} µs per pooled one (floor ${many.pooled.floor.toFixed(1)}); the bare app answering the same request ${many.bare.median.toFixed(1)} µs per tensor; back to back ${many.backToBack.median.toFixed(1)} µs (floor ${many.backToBack.floor.toFixed(1)}, bare ${many.bareBackToBack.median.toFixed(1)})`)
   return {
     service: summary(runs.service),
     bare: summary(runs.bare),

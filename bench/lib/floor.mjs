@@ -1,112 +1,22 @@
-// The kernel's part of what the service does, timed in a loop without HTTP: the same libc calls through the
-// service's own native layer (dist/native), on real /dev/shm files of this run's prefix. Prints JSON: CPU µs (user +
-// system, this process) per operation, the median of `blocks` blocks of `n` operations. Nothing is left behind.
+// The kernel's part of what the service does, timed in a loop without HTTP, in a process of its own (lib/floor-ops.mjs).
+// Prints JSON: CPU µs (user + system, this process) per operation, the median of `blocks` blocks of `n` operations.
+// Nothing is left behind.
 //   node floor.mjs '{"prefix": "...", "n": 500, "blocks": 5, "size": 65536}'
-import { randomBytes } from 'node:crypto'
-import { zeroSync } from '../../dist/native/io.js'
-import { close, createExclusive, rename, reserveNow, stat, statName, truncate, unlink } from '../../dist/native/shm.js'
+import { floorOps } from './floor-ops.mjs'
 
 const { prefix, n = 500, blocks = 5, size = 65536 } = JSON.parse(process.argv[2])
-const name = () => prefix + randomBytes(8).toString('hex')
-const made = new Set()
-
-function cpuUs (start) {
-  const c = process.cpuUsage(start)
-  return c.user + c.system
-}
-
-function fresh (to) {
-  const fd = createExclusive(to, 0o600)
-  made.add(to)
-  return fd
-}
-
-/**
- * One tensor created as createSegment does it: O_EXCL open, fstat, ftruncate, posix_fallocate (no fchmod: the
- * umask leaves 0600 as it is). The fd stays open with the live segment (HeldFds) and is closed at its release,
- * outside this timing as outside the create's.
- */
-async function freshCreate () {
-  const names = Array.from({ length: n }, name)
-  const fds = []
-  const t = process.cpuUsage()
-  for (const to of names) {
-    const fd = fresh(to)
-    stat(fd)
-    truncate(fd, size)
-    reserveNow(fd, size)
-    fds.push(fd)
-  }
-  const us = cpuUs(t) / n
-  for (const fd of fds) close(fd)
-  for (const to of names) { unlink(to); made.delete(to) }
-  return us
-}
-
-/** Kept files, zeroed and open, as the pool holds them: [name, fd]. */
-async function kept () {
-  const out = []
-  for (let i = 0; i < n; i++) {
-    const from = name()
-    const fd = fresh(from)
-    truncate(fd, size)
-    reserveNow(fd, size)
-    out.push([from, fd])
-  }
-  return out
-}
-
-/** One tensor taken from the pool: fstat of the kept fd, rename to the new name (the fd stays with the segment). */
-async function pooledCreate () {
-  const files = await kept()
-  const names = files.map(name)
-  const t = process.cpuUsage()
-  for (let i = 0; i < n; i++) {
-    const [from, fd] = files[i]
-    stat(fd)
-    rename(from, names[i])
-  }
-  const us = cpuUs(t) / n
-  for (let i = 0; i < n; i++) { close(files[i][1]); unlink(names[i]); made.delete(files[i][0]) }
-  return us
-}
-
-/**
- * The pair of benchmark 1 with the pool, fd held throughout: release (lstat of the name, rename away, zero) and
- * create (fstat, rename to a new name).
- */
-async function pooledPair () {
-  const files = await kept()
-  const live = files.map(([from, fd]) => { const to = name(); rename(from, to); made.delete(from); made.add(to); return [to, fd] })
-  const t = process.cpuUsage()
-  for (let i = 0; i < n; i++) {
-    const [at, fd] = live[i]
-    statName(at)
-    const away = name()
-    rename(at, away)
-    zeroSync(fd, size)
-    stat(fd)
-    const again = name()
-    rename(away, again)
-    made.delete(at)
-    made.add(again)
-    live[i] = [again, fd]
-  }
-  const us = cpuUs(t) / n
-  for (const [to, fd] of live) { close(fd); unlink(to); made.delete(to) }
-  return us
-}
-
+const ops = floorOps({ prefix, n, size })
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const out = {}
 try {
-  for (const [k, f] of Object.entries({ freshCreate, pooledCreate, pooledPair })) {
+  for (const k of ['freshCreate', 'pooledCreate', 'pooledPair']) {
+    const f = ops[k]
     await f() // warm-up
     const runs = []
     for (let b = 0; b < blocks; b++) runs.push(await f())
     out[k] = median(runs)
   }
 } finally {
-  for (const f of made) { try { unlink(f) } catch {} }
+  ops.cleanup()
 }
 console.log(JSON.stringify(out))
