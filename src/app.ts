@@ -9,6 +9,7 @@ import { timeouts } from './http/timeouts.js'
 import localSocket from './plugins/app/local-socket.js'
 import config from './plugins/app/settings.js'
 import errors, { sendClientError, sendError } from './plugins/app/error-handler.js'
+import jsonBody from './plugins/app/json-body.js'
 import segments from './plugins/app/segment-service.js'
 import swagger from './plugins/external/swagger.js'
 import health from '../routes/health.js'
@@ -61,6 +62,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   fastify.server.maxConnections = maxConnections(opts.config.maxConnections)
   await fastify.register(config, { config: opts.config })
   await fastify.register(errors)
+  await fastify.register(jsonBody)
   await fastify.register(loadShedding)
   await fastify.register(auth)
   await fastify.register(segments)

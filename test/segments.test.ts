@@ -224,10 +224,20 @@ t.test('every rejected spec is a 400 naming the field, and /dev/shm is left as i
     t.match(r.json().message, field, label)
   }
   const garbage = await app.inject({ method: 'POST', url: '/v1/segments', headers: { 'content-type': 'application/json' }, payload: '{"namespace": ' })
-  t.match(garbage.json(), { statusCode: 400, code: 'TSHM_INVALID_JSON' })
+  t.same(garbage.json(), { statusCode: 400, code: 'TSHM_INVALID_JSON', error: 'Bad Request', message: 'body: not valid JSON (Unexpected end of JSON input)' }, 'the parser\'s reason, not one sentence for every failure')
+  // Valid JSON that secure-json-parse refuses: said so, not called invalid JSON; in the decode route too.
+  const poisoned = 'body: a key "__proto__", or a key "prototype" inside a key "constructor", is refused in JSON bodies: it would set an object\'s prototype (so no tensor can be keyed "__proto__")'
+  const proto = await app.inject({ method: 'POST', url: '/v1/segments', headers: { 'content-type': 'application/json' }, payload: '{"namespace": "n", "tensors": {"__proto__": {"shape": [1], "dtype": "uint8"}}}' })
+  t.same(proto.json(), { statusCode: 400, code: 'TSHM_INVALID_JSON', error: 'Bad Request', message: poisoned })
+  const ctor = await app.inject({ method: 'POST', url: '/v1/decode', headers: { 'content-type': 'application/json' }, payload: '{"x": {"constructor": {"prototype": {}}}}' })
+  t.same(ctor.json(), { statusCode: 400, code: 'TSHM_INVALID_JSON', error: 'Bad Request', message: poisoned })
   const text = await app.inject({ method: 'POST', url: '/v1/segments', headers: { 'content-type': 'text/plain' }, payload: 'hello' })
   t.match(text.json(), { statusCode: 415, code: 'TSHM_UNSUPPORTED_MEDIA_TYPE' })
   t.same(shmFiles(prefix), before, 'no rejected request created or removed a file')
+  // `constructor` alone is a key like any other.
+  const named = await app.inject({ method: 'POST', url: '/v1/segments', payload: { namespace: 'ctor', tensors: { constructor: { shape: [1], dtype: 'uint8' } } } })
+  t.equal(named.statusCode, 201)
+  t.equal((await app.inject({ method: 'DELETE', url: '/v1/segments?namespace=ctor' })).json().released, 1)
 })
 
 t.test('creation is all or nothing', async (t) => {

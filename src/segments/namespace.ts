@@ -2,8 +2,11 @@
 
 export const NAMESPACE_PATTERN = '^[A-Za-z0-9_.:@=+-]+(/[A-Za-z0-9_.:@=+-]+)*$'
 export const NAMESPACE_MAX_LENGTH = 256
-/** Tensor keys within a namespace; they also name NPZ members, so they stay file-name safe. */
-export const KEY_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_:-]{0,127}$'
+/**
+ * Tensor keys within a namespace; they also name NPZ members, so they stay file-name safe. Not `__proto__`: a JSON
+ * body cannot carry that key (the parser refuses it, see plugins/app/json-body.ts), and the schema says so.
+ */
+export const KEY_PATTERN = '^(?!__proto__$)[A-Za-z0-9_][A-Za-z0-9_:-]{0,127}$'
 
 const namespaceRe = new RegExp(NAMESPACE_PATTERN)
 const keyRe = new RegExp(KEY_PATTERN)
