@@ -31,7 +31,7 @@ export type Op =
 /** A released record's file as recovery must find it: its inode, and its owner when a local caller's. */
 export const ownedBy = (r: SegmentRecord): Identity => r.file === undefined ? { ino: r.ino, dev: r.dev } : { ino: r.ino, dev: r.dev, uid: r.file.uid }
 
-/** Spelled out, not spread (a spread of a record costs about a microsecond, once per tensor); the fields in record order. */
+/** A record as stored, field by field in record order: what `createLine` writes for each (a test holds the two together). */
 export function store (r: SegmentRecord): Stored {
   const s: Stored = { name: r.name, namespace: r.namespace, key: r.key, index: r.index, shape: r.shape, dtype: r.dtype.name, nbytes: r.nbytes, size: r.size, ino: r.ino.toString(), dev: r.dev.toString(), createdAt: r.createdAt, ttl: r.ttl, expiresAt: r.expiresAt, owner: r.owner }
   if (r.file !== undefined) s.file = r.file
