@@ -310,3 +310,37 @@ t.test('an owner that swaps a released segment\'s name for a file of its own in 
   t.equal(handedOut, 0, 'and the pool never handed it out as a new segment')
   t.equal(await stop(s), 0)
 })
+
+t.test('an owner that swaps a kept file\'s name while a create reuses it never gets its object handed out; the create is made fresh', { skip }, async (t) => {
+  const box = await sandbox(t)
+  const mallory = localUser(t)
+  const s = await start(t, box, { TENSORSHM_SEGMENT_OWNER: `${mallory.uid}:${mallory.gid}` })
+  const [bin, ...args] = box.argv(['python3', '-c', SWAPPER], mallory.name)
+  const swapper = spawn(bin as string, args, { stdio: ['pipe', 'pipe', 'inherit'], detached: true })
+  t.teardown(() => { try { process.kill(-(swapper.pid ?? 0), 'SIGKILL') } catch {} })
+  let said = ''
+  swapper.stdout.on('data', (d: Buffer) => { said += d.toString() })
+  const heard = async (word: string, count: number) => { await poll(`the swapper to say ${word}`, async () => { if (said.split(word).length - 1 < count) throw new Error(said) }, { timeoutMs: 10_000, intervalMs: 2 }) }
+  const inodeAt = (name: string): number | undefined => { try { return statSync(`${box.shm}/${name}`).ino } catch { return undefined } }
+  const spec = { x: { shape: [4096], dtype: 'uint8' } }
+  const ROUNDS = 40
+  let handedOut = 0
+  for (let i = 0; i < ROUNDS; i++) {
+    // A root of its own each round: the one kept file of this key is the released one, under a name the pool chose.
+    const first = (await create(s, `take${i}/a`, spec)).x?.name ?? ''
+    const before = new Set(box.files(prefix))
+    t.equal((await api(s.url, 'DELETE', `/v1/segments/${first}`)).status, 204)
+    const kept = box.files(prefix).filter((f) => !before.has(f))
+    if (kept.length !== 1) { t.fail(`round ${i}: the release kept ${kept.length} files`); continue }
+    swapper.stdin.write(`${kept[0] as string} decoy-take-${i} 40\n`)
+    await heard('go', i + 1)
+    const decoy = Number(said.trim().split('\n').filter((l) => l.startsWith('go ')).at(-1)?.slice(3))
+    // Reuses the kept file: checked through its fd, then renamed after the journal's write, a turn later.
+    const next = (await create(s, `take${i}/b`, spec)).x?.name ?? ''
+    await heard('done', i + 1)
+    if (inodeAt(next) === decoy) handedOut++
+    t.equal((await api(s.url, 'DELETE', `/v1/segments/${next}`)).status, 204)
+  }
+  t.equal(handedOut, 0, `in ${ROUNDS} raced reuses, the owner's object never became a new segment`)
+  t.equal(await stop(s), 0)
+})

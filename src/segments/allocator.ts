@@ -21,6 +21,9 @@ export class Refused extends Error {
   constructor (readonly reason: QuotaReason, readonly error: Error) { super(error.message) }
 }
 
+/** A kept file's owner swapped its name away while a create reused it: that create is undone and made fresh. */
+class Swapped extends Error {}
+
 /**
  * Makes the files of one create: checks the quotas (giving back kept segments first), journals the names before
  * the files exist, reuses a kept segment of the same owner, root and size or makes a fresh one, and leaves
@@ -43,6 +46,16 @@ export class Allocator {
    * mode given to a local caller's files, and the process release_on_exit binds them to.
    */
   async allocate (planned: Planned[], namespace: string, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'> = {}): Promise<SegmentRecord[]> {
+    try {
+      return await this.#allocate(planned, namespace, ttl, owner, extra, true)
+    } catch (err) {
+      if (!(err instanceof Swapped)) throw err
+      // Undone already, the swapped-in object back where its owner put it: the same create again, all fresh.
+      return await this.#allocate(planned, namespace, ttl, owner, extra, false)
+    }
+  }
+
+  async #allocate (planned: Planned[], namespace: string, ttl: number, owner: string | null, extra: Pick<SegmentRecord, 'file' | 'boundTo'>, reuse: boolean): Promise<SegmentRecord[]> {
     const pages = planned.reduce((n, p) => n + pagesOf(p.size, this.pageSize), 0)
     this.#checkQuota(planned.length, pages, namespace)
     this.#pendingCount += planned.length
@@ -55,7 +68,7 @@ export class Allocator {
     try {
       // A local caller's files are never pooled: they belong to it, and it could keep one open past its release.
       for (const p of planned) {
-        const taking = extra.file === undefined ? this.pool.take(owner, namespace, p.size) : undefined
+        const taking = reuse && extra.file === undefined ? this.pool.take(owner, namespace, p.size) : undefined
         kept.push(this.#checked(taking instanceof Promise ? await taking : taking, p.size))
       }
       const fresh: string[] = []
@@ -85,7 +98,9 @@ export class Allocator {
       for (let i = 0; i < kept.length; i++) {
         const from = kept[i]
         if (from === undefined) continue
-        this.files.rename(from.name, names[i] as string)
+        // A file the service does not own (TENSORSHM_SEGMENT_OWNER) is looked at again after the move; still `kept`, it
+        // is left alone by the undoing below, as is what its owner swapped in.
+        if (!this.files.moveChecked(from.name, names[i] as string, from)) throw new Swapped()
         kept[i] = undefined
         if (from.fd !== undefined) this.held.keep(names[i] as string, from.fd)
         this.files.settled([from.name])

@@ -68,6 +68,27 @@ export class SegmentFiles {
   }
 
   /**
+   * The same, for a file that was checked to be `identity` and is renamed later: whether `to` now holds it. The owner
+   * of a file the service does not own can swap its name for another object of its own between the check and the
+   * rename (no system call renames a name only if it still holds an inode); that object goes back under `from`. The
+   * service's own files need no second look: in the sticky /dev/shm only it (or root) can rename them.
+   */
+  moveChecked (from: string, to: string, identity: shm.Identity & { file?: FileAccess | undefined }): boolean {
+    shm.rename(from, to)
+    const { uid } = this.expected(identity)
+    if (uid === process.geteuid?.()) return true
+    const st = shm.statName(to)
+    if (st !== undefined && st.regular && st.uid === uid && st.ino === identity.ino && st.dev === identity.dev) return true
+    this.log.warn({ segment: from }, 'another object of the file\'s owner took its name before it was moved; it was put back, and the file is not used')
+    try {
+      shm.rename(to, from)
+    } catch (err) {
+      this.log.warn({ err, segment: from }, 'could not put back what took a segment file\'s name')
+    }
+    return false
+  }
+
+  /**
    * Unlinks a file in limbo if it is still ours. A large one is first renamed (journaled), so that its name goes
    * at once, and then unlinked on the thread pool; `doomed` is that name when the journal has it already.
    */

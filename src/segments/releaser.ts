@@ -75,27 +75,6 @@ export class Releaser {
     return { kind: 'other' }
   }
 
-  /**
-   * Whether the file just renamed to `to` for the pool is the one recorded. The owner of a file the service does not
-   * own can swap its name for another object of its own between the check and the rename (no system call renames a
-   * name only if it still holds an inode); that object goes back where it was and nothing is kept. The service's own
-   * files need no second look: in the sticky /dev/shm only it (or root) can rename them.
-   */
-  #arrived (r: SegmentRecord, to: string): boolean {
-    const { uid } = this.files.expected(r)
-    if (uid === process.geteuid?.()) return true
-    const st = statName(to)
-    if (st !== undefined && st.regular && st.uid === uid && st.ino === r.ino && st.dev === r.dev) return true
-    this.log.warn({ segment: r.name }, 'another object took a released segment\'s name before it was moved to the pool; it was put back, and nothing was kept')
-    try {
-      this.files.rename(to, r.name)
-    } catch (err) {
-      this.log.warn({ err, segment: r.name }, 'could not put back what took a released segment\'s name')
-    }
-    this.journal.settled(r.name, to)
-    return false
-  }
-
   /** The records leave the registry: nobody can open them any more; one still open keeps counting its pages. */
   detach ({ steps }: ReleasePlan): void {
     for (const { r } of steps) {
@@ -118,8 +97,8 @@ export class Releaser {
       const to = moves.get(r.name)
       try {
         if (action === 'pool' && to !== undefined) {
-          this.files.rename(r.name, to)
-          if (!this.#arrived(r, to)) continue
+          // What its owner swapped in goes back under the name, and nothing is kept.
+          if (!this.files.moveChecked(r.name, to, r)) { this.journal.settled(r.name, to); continue }
           this.journal.settled(r.name)
           step.fd = undefined
           this.pool.admit({ name: to, ino: r.ino, dev: r.dev, size: r.size, key: SegmentPool.key(r.owner, r.namespace, r.size), fd })
