@@ -325,6 +325,7 @@ t.test('an owner that swaps a kept file\'s name while a create reuses it never g
   const spec = { x: { shape: [4096], dtype: 'uint8' } }
   const ROUNDS = 40
   let handedOut = 0
+  let lost = 0
   for (let i = 0; i < ROUNDS; i++) {
     // A root of its own each round: the one kept file of this key is the released one, under a name the pool chose.
     const first = (await create(s, `take${i}/a`, spec)).x?.name ?? ''
@@ -339,8 +340,11 @@ t.test('an owner that swaps a kept file\'s name while a create reuses it never g
     const next = (await create(s, `take${i}/b`, spec)).x?.name ?? ''
     await heard('done', i + 1)
     if (inodeAt(next) === decoy) handedOut++
+    // Wherever the swaps left it, the decoy is still there: undoing the create did not unlink it.
+    if (!readdirSync(box.shm).some((f) => inodeAt(f) === decoy)) lost++
     t.equal((await api(s.url, 'DELETE', `/v1/segments/${next}`)).status, 204)
   }
   t.equal(handedOut, 0, `in ${ROUNDS} raced reuses, the owner's object never became a new segment`)
+  t.equal(lost, 0, 'nor was it unlinked')
   t.equal(await stop(s), 0)
 })

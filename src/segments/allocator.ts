@@ -65,6 +65,7 @@ export class Allocator {
     const made: SegmentRecord[] = []
     const names = planned.map(() => this.files.newName())
     let journaled = false
+    let swapped: PoolEntry | undefined
     try {
       // A local caller's files are never pooled: they belong to it, and it could keep one open past its release.
       for (const p of planned) {
@@ -100,7 +101,7 @@ export class Allocator {
         if (from === undefined) continue
         // A file the service does not own (TENSORSHM_SEGMENT_OWNER) is looked at again after the move; still `kept`, it
         // is left alone by the undoing below, as is what its owner swapped in.
-        if (!this.files.moveChecked(from.name, names[i] as string, from)) throw new Swapped()
+        if (!this.files.moveChecked(from.name, names[i] as string, from)) { swapped = from; throw new Swapped() }
         kept[i] = undefined
         if (from.fd !== undefined) this.held.keep(names[i] as string, from.fd)
         this.files.settled([from.name])
@@ -108,7 +109,15 @@ export class Allocator {
       this.#freeCache -= freshPages
       return made
     } catch (err) {
-      for (const from of kept) if (from !== undefined) { if (from.fd !== undefined) close(from.fd); this.files.discard(from.name, from, from.size) }
+      for (const from of kept) {
+        if (from === undefined) continue
+        if (from.fd !== undefined) close(from.fd)
+        // Under a swapped name is the owner's object again, and the file went where the owner put it: neither is
+        // unlinked (by name, the owner could swap it back in between the look and the unlink). Forgotten, as a
+        // raced release's is.
+        if (from === swapped) this.files.settled([from.name])
+        else this.files.discard(from.name, from, from.size)
+      }
       for (const r of made) {
         // A renamed kept file handed its fd over already: that goes with the file.
         this.held.drop(r.name)
