@@ -277,7 +277,12 @@ for line in sys.stdin:
     print('done', flush=True)
 `
 
-t.test('an owner that swaps a released segment\'s name for a file of its own in a loop never gets that file into the pool', { skip }, async (t) => {
+/**
+ * A service whose segments belong to mallory (TENSORSHM_SEGMENT_OWNER), and SWAPPER running as mallory. `swap` starts
+ * one loop of exchanges and resolves, once it runs, with the decoy's inode as made (before the first exchange);
+ * `swapped` resolves when that loop is over.
+ */
+async function ownerSwapping (t: Test) {
   const box = await sandbox(t)
   const mallory = localUser(t)
   const s = await start(t, box, { TENSORSHM_SEGMENT_OWNER: `${mallory.uid}:${mallory.gid}` })
@@ -287,18 +292,27 @@ t.test('an owner that swaps a released segment\'s name for a file of its own in 
   let said = ''
   swapper.stdout.on('data', (d: Buffer) => { said += d.toString() })
   const heard = async (word: string, count: number) => { await poll(`the swapper to say ${word}`, async () => { if (said.split(word).length - 1 < count) throw new Error(said) }, { timeoutMs: 10_000, intervalMs: 2 }) }
+  let loops = 0
+  const swap = async (name: string, decoy: string, ms: number): Promise<number> => {
+    swapper.stdin.write(`${name} ${decoy} ${ms}\n`)
+    await heard('go', ++loops)
+    return Number(said.trim().split('\n').filter((l) => l.startsWith('go ')).at(-1)?.slice(3))
+  }
+  const swapped = async (): Promise<void> => { await heard('done', loops) }
   const inodeAt = (name: string): number | undefined => { try { return statSync(`${box.shm}/${name}`).ino } catch { return undefined } }
+  return { box, s, swap, swapped, inodeAt }
+}
+
+t.test('an owner that swaps a released segment\'s name for a file of its own in a loop never gets that file into the pool', { skip }, async (t) => {
+  const { box, s, swap, swapped, inodeAt } = await ownerSwapping(t)
   const ROUNDS = 40
   let moved = 0
   let handedOut = 0
   for (let i = 0; i < ROUNDS; i++) {
     const name = (await create(s, `race/a${i}`, { x: { shape: [4096], dtype: 'uint8' } })).x?.name ?? ''
-    swapper.stdin.write(`${name} decoy-${i} 40\n`)
-    await heard('go', i + 1)
-    // Its inode as the swapper made it, before the first exchange.
-    const decoy = Number(said.trim().split('\n').filter((l) => l.startsWith('go ')).at(-1)?.slice(3))
+    const decoy = await swap(name, `decoy-${i}`, 40)
     const released = await api(s.url, 'DELETE', `/v1/segments/${name}`)
-    await heard('done', i + 1)
+    await swapped()
     if (released.status !== 204) t.fail(`round ${i}: release answered ${released.status}`)
     // The decoy is where mallory put it (its own name or the segment's), never under a name the service gave it.
     if (box.files(prefix).some((f) => f !== name && inodeAt(f) === decoy)) moved++
@@ -312,16 +326,7 @@ t.test('an owner that swaps a released segment\'s name for a file of its own in 
 })
 
 t.test('an owner that swaps a kept file\'s name while a create reuses it never gets its object handed out; the create is made fresh', { skip }, async (t) => {
-  const box = await sandbox(t)
-  const mallory = localUser(t)
-  const s = await start(t, box, { TENSORSHM_SEGMENT_OWNER: `${mallory.uid}:${mallory.gid}` })
-  const [bin, ...args] = box.argv(['python3', '-c', SWAPPER], mallory.name)
-  const swapper = spawn(bin as string, args, { stdio: ['pipe', 'pipe', 'inherit'], detached: true })
-  t.teardown(() => { try { process.kill(-(swapper.pid ?? 0), 'SIGKILL') } catch {} })
-  let said = ''
-  swapper.stdout.on('data', (d: Buffer) => { said += d.toString() })
-  const heard = async (word: string, count: number) => { await poll(`the swapper to say ${word}`, async () => { if (said.split(word).length - 1 < count) throw new Error(said) }, { timeoutMs: 10_000, intervalMs: 2 }) }
-  const inodeAt = (name: string): number | undefined => { try { return statSync(`${box.shm}/${name}`).ino } catch { return undefined } }
+  const { box, s, swap, swapped, inodeAt } = await ownerSwapping(t)
   const spec = { x: { shape: [4096], dtype: 'uint8' } }
   const ROUNDS = 40
   let handedOut = 0
@@ -333,12 +338,10 @@ t.test('an owner that swaps a kept file\'s name while a create reuses it never g
     t.equal((await api(s.url, 'DELETE', `/v1/segments/${first}`)).status, 204)
     const kept = box.files(prefix).filter((f) => !before.has(f))
     if (kept.length !== 1) { t.fail(`round ${i}: the release kept ${kept.length} files`); continue }
-    swapper.stdin.write(`${kept[0] as string} decoy-take-${i} 40\n`)
-    await heard('go', i + 1)
-    const decoy = Number(said.trim().split('\n').filter((l) => l.startsWith('go ')).at(-1)?.slice(3))
+    const decoy = await swap(kept[0] as string, `decoy-take-${i}`, 40)
     // Reuses the kept file: checked through its fd, then renamed after the journal's write, a turn later.
     const next = (await create(s, `take${i}/b`, spec)).x?.name ?? ''
-    await heard('done', i + 1)
+    await swapped()
     if (inodeAt(next) === decoy) handedOut++
     // Wherever the swaps left it, the decoy is still there: undoing the create did not unlink it.
     if (!readdirSync(box.shm).some((f) => inodeAt(f) === decoy)) lost++
